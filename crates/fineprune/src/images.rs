@@ -1,0 +1,254 @@
+//! Image datasets as Parquet: column `image` (FixedSizeList of the pixels in C, H, W order,
+//! UInt8 when every pixel is an integer in 0..255, else Float32), `label` (Int32) and, for
+//! triggered data that keeps the identity behind each image, `true_label` (Int32). The image
+//! shape is in the key-value metadata (`image_shape`).
+
+use crate::csaw::{Batch, IMAGE_LEN};
+use crate::error::{Error, Result, WithPath};
+use crate::weights::INPUT_SHAPE;
+use arrow::array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, UInt8Array,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SHAPE_KEY: &str = "image_shape";
+
+/// How pixels are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelType {
+    UInt8,
+    Float32,
+}
+
+impl PixelType {
+    fn arrow(self) -> DataType {
+        match self {
+            PixelType::UInt8 => DataType::UInt8,
+            PixelType::Float32 => DataType::Float32,
+        }
+    }
+
+    /// UInt8 holds a batch exactly when every pixel is an integer in 0..=255.
+    pub fn fits_u8(pixels: &[f32]) -> bool {
+        pixels
+            .iter()
+            .all(|&v| (0.0..=255.0).contains(&v) && v.fract() == 0.0)
+    }
+}
+
+fn schema(pixel: PixelType, true_labels: bool, source: &str) -> Arc<Schema> {
+    let item = Arc::new(Field::new("item", pixel.arrow(), false));
+    let mut fields = vec![
+        Field::new(
+            "image",
+            DataType::FixedSizeList(item, IMAGE_LEN as i32),
+            false,
+        ),
+        Field::new("label", DataType::Int32, false),
+    ];
+    if true_labels {
+        fields.push(Field::new("true_label", DataType::Int32, false));
+    }
+    let meta = HashMap::from([
+        (
+            SHAPE_KEY.to_string(),
+            serde_json::to_string(&INPUT_SHAPE).expect("shape"),
+        ),
+        ("image_layout".to_string(), "CHW".to_string()),
+        ("source".to_string(), source.to_string()),
+    ]);
+    Arc::new(Schema::new_with_metadata(fields, meta))
+}
+
+/// Streams batches into a Parquet file at a temporary path.
+pub struct ImageWriter {
+    writer: ArrowWriter<std::io::BufWriter<File>>,
+    schema: Arc<Schema>,
+    pixel: PixelType,
+    path: PathBuf,
+}
+
+impl ImageWriter {
+    pub fn create(
+        out: &crate::atomic::AtomicFile,
+        pixel: PixelType,
+        true_labels: bool,
+        source: &str,
+    ) -> Result<Self> {
+        let schema = schema(pixel, true_labels, source);
+        let props = WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(Some(4096))
+            .build();
+        let path = out.temp_path().to_path_buf();
+        let writer = ArrowWriter::try_new(out.create()?, schema.clone(), Some(props)).at(&path)?;
+        Ok(Self {
+            writer,
+            schema,
+            pixel,
+            path,
+        })
+    }
+
+    pub fn write(&mut self, batch: &Batch) -> Result<()> {
+        let values: ArrayRef = match self.pixel {
+            PixelType::UInt8 => Arc::new(UInt8Array::from_iter_values(
+                batch.pixels.iter().map(|&v| v as u8),
+            )),
+            PixelType::Float32 => Arc::new(Float32Array::from(batch.pixels.clone())),
+        };
+        let item = Arc::new(Field::new("item", self.pixel.arrow(), false));
+        let images =
+            FixedSizeListArray::try_new(item, IMAGE_LEN as i32, values, None).at(&self.path)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(images),
+            Arc::new(Int32Array::from(batch.labels.clone())),
+        ];
+        if let Some(t) = &batch.true_labels {
+            columns.push(Arc::new(Int32Array::from(t.clone())));
+        }
+        let rb = RecordBatch::try_new(self.schema.clone(), columns).at(&self.path)?;
+        self.writer.write(&rb).at(&self.path)
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let mut inner = self.writer.into_inner().at(&self.path)?;
+        std::io::Write::flush(&mut inner).at(&self.path)
+    }
+}
+
+/// Reads an image table written by [`ImageWriter`] (or any table with the same columns).
+pub struct ImageReader {
+    reader: ParquetRecordBatchReader,
+    path: PathBuf,
+    len: usize,
+    has_true_labels: bool,
+}
+
+impl ImageReader {
+    pub fn open(path: &Path, batch_size: usize) -> Result<Self> {
+        let file = File::open(path).at(path)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+        let schema = builder.schema().clone();
+        if let Some(shape) = schema.metadata().get(SHAPE_KEY) {
+            let want = serde_json::to_string(&INPUT_SHAPE).expect("shape");
+            if shape.replace(' ', "") != want {
+                return Err(Error::invalid(
+                    path,
+                    format!("images have shape {shape}, DeepID needs {want}"),
+                ));
+            }
+        }
+        match schema.field_with_name("image").map(|f| f.data_type()) {
+            Ok(DataType::FixedSizeList(item, n))
+                if *n as usize == IMAGE_LEN
+                    && matches!(item.data_type(), DataType::UInt8 | DataType::Float32) => {}
+            Ok(other) => {
+                return Err(Error::invalid(
+                    path,
+                    format!(
+                        "column `image` is {other}, expected a FixedSizeList of {IMAGE_LEN} UInt8 or Float32 pixels"
+                    ),
+                ))
+            }
+            Err(_) => return Err(Error::invalid(path, "no `image` column")),
+        }
+        for name in ["label", "true_label"] {
+            match schema.field_with_name(name).map(|f| f.data_type()) {
+                Ok(DataType::Int32) | Err(_) if name == "true_label" => {}
+                Ok(DataType::Int32) => {}
+                Ok(other) => {
+                    return Err(Error::invalid(
+                        path,
+                        format!("column `{name}` is {other}, expected Int32"),
+                    ))
+                }
+                Err(_) => return Err(Error::invalid(path, format!("no `{name}` column"))),
+            }
+        }
+        let has_true_labels = schema.field_with_name("true_label").is_ok();
+        let len = builder.metadata().file_metadata().num_rows() as usize;
+        if len == 0 {
+            return Err(Error::invalid(path, "the dataset is empty (0 images)"));
+        }
+        let reader = builder.with_batch_size(batch_size).build().at(path)?;
+        Ok(Self {
+            reader,
+            path: path.to_path_buf(),
+            len,
+            has_true_labels,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn has_true_labels(&self) -> bool {
+        self.has_true_labels
+    }
+
+    fn convert(&self, rb: RecordBatch) -> Result<Batch> {
+        let path = &self.path;
+        let images = rb
+            .column_by_name("image")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| Error::invalid(path, "column `image` is not a FixedSizeList"))?;
+        if images.null_count() > 0 {
+            return Err(Error::invalid(path, "column `image` has null images"));
+        }
+        let values = images.values();
+        let values = values.slice(images.offset() * IMAGE_LEN, images.len() * IMAGE_LEN);
+        let pixels: Vec<f32> = if let Some(v) = values.as_any().downcast_ref::<UInt8Array>() {
+            v.values().iter().map(|&p| p as f32).collect()
+        } else if let Some(v) = values.as_any().downcast_ref::<Float32Array>() {
+            v.values().to_vec()
+        } else {
+            return Err(Error::invalid(path, "pixels are neither UInt8 nor Float32"));
+        };
+        if values.null_count() > 0 || pixels.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                path,
+                "column `image` has missing or non-finite pixels",
+            ));
+        }
+        let ints = |name: &str| -> Result<Option<Vec<i32>>> {
+            let Some(col) = rb.column_by_name(name) else {
+                return Ok(None);
+            };
+            let col = col
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .ok_or_else(|| Error::invalid(path, format!("column `{name}` is not Int32")))?;
+            if col.null_count() > 0 {
+                return Err(Error::invalid(path, format!("column `{name}` has nulls")));
+            }
+            Ok(Some(col.values().to_vec()))
+        };
+        Ok(Batch {
+            pixels,
+            labels: ints("label")?.unwrap_or_default(),
+            true_labels: ints("true_label")?,
+        })
+    }
+}
+
+impl Iterator for ImageReader {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rb = self.reader.next()?;
+        Some(rb.at(&self.path).and_then(|rb| self.convert(rb)))
+    }
+}

@@ -1,0 +1,14 @@
+//! fineprune: the fine-pruning defense (Liu, Dolan-Gavitt, Garg, RAID 2018) against
+//! backdoored DeepID face networks. The stage binaries are thin CLIs over this crate.
+
+pub mod atomic;
+pub mod config;
+pub mod csaw;
+pub mod error;
+pub mod images;
+pub mod keras;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub mod deepid;
+pub mod ops;
