@@ -330,8 +330,3 @@ pub fn check_thresholds(thresholds: &[f64]) -> std::result::Result<(), String> {
     }
     Ok(())
 }
-
-/// How a threshold appears in file names and tables: `2` for 2.0, `2.5` for 2.5.
-pub fn threshold_label(t: f64) -> String {
-    format!("{t}")
-}

@@ -12,7 +12,8 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,11 +36,10 @@ impl PixelType {
         }
     }
 
-    /// UInt8 holds a batch exactly when every pixel is an integer in 0..=255.
-    pub fn fits_u8(pixels: &[f32]) -> bool {
-        pixels
-            .iter()
-            .all(|&v| (0.0..=255.0).contains(&v) && v.fract() == 0.0)
+    /// UInt8 holds a pixel exactly when it is an integer in 0..=255 (the saturating cast
+    /// round-trips only then).
+    pub fn fits_u8(v: f32) -> bool {
+        (v as u8) as f32 == v
     }
 }
 
@@ -84,7 +84,11 @@ impl ImageWriter {
     ) -> Result<Self> {
         let schema = schema(pixel, true_labels, source);
         let props = WriterProperties::builder()
-            .set_dictionary_enabled(false)
+            .set_dictionary_enabled(true)
+            .set_column_statistics_enabled(
+                ColumnPath::from(vec!["image".into(), "list".into(), "item".into()]),
+                EnabledStatistics::None,
+            )
             .set_max_row_group_row_count(Some(4096))
             .build();
         let path = out.temp_path().to_path_buf();

@@ -10,5 +10,9 @@ pub mod keras;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub mod cli;
 pub mod deepid;
+pub mod ingest;
 pub mod ops;
+pub mod paths;
+pub mod progress;

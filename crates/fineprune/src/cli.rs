@@ -1,0 +1,82 @@
+//! What every stage binary shares: `--config`, `--json`, logging to stderr, and the exit codes
+//! the README documents (0 success, 1 bad input or failed work, 2 bad usage or configuration).
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::paths::WorkPaths;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Pipeline configuration file.
+    #[arg(long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Work folder (overrides `[work] dir`).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CommonArgs {
+    pub fn load(&self) -> crate::Result<Config> {
+        let mut config = Config::load(&self.config)?;
+        if let Some(dir) = &self.work_dir {
+            config.work.dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+pub fn work_paths(config: &Config) -> WorkPaths {
+    WorkPaths::new(&config.work.dir)
+}
+
+/// Sends log lines to stderr (`RUST_LOG` filters; `info` by default).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Runs a stage's body: prints its error as one line and exits with the documented code.
+pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    init_logging();
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Config { .. }) => 2,
+                _ => 1,
+            };
+            eprintln!("{stage}: error: {}", one_line(&e));
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// Prints `value` as one line of JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// The error and its causes on one line, skipping causes a message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !line.contains(&s) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&s);
+        }
+    }
+    line
+}
