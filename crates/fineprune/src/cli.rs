@@ -70,7 +70,13 @@ pub fn print_json(value: &serde_json::Value) {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        // Only a message's first line: some libraries append backtraces.
+        let s = cause
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if !line.contains(&s) {
             if !line.is_empty() {
                 line.push_str(": ");

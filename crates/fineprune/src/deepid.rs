@@ -185,3 +185,10 @@ fn matrix_dims(shape: &[usize]) -> (usize, usize) {
 fn matrix_index(name: &str, shape: &[usize]) -> impl Fn(usize) -> usize {
     crate::keras::keras_index(name, shape)
 }
+
+/// Loads a safetensors model file and prepares it to run.
+pub fn load(path: &std::path::Path) -> crate::Result<(DeepIdWeights, DeepId)> {
+    let weights = DeepIdWeights::load(path)?;
+    let net = DeepId::new(&weights, &Device::Cpu)?;
+    Ok((weights, net))
+}

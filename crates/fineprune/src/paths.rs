@@ -58,28 +58,25 @@ impl WorkPaths {
         self.at("profile", "activations.parquet")
     }
 
+    pub fn valid_pool_3(&self) -> PathBuf {
+        self.at("profile", "valid_pool_3.safetensors")
+    }
+
     pub fn prune_sweep(&self) -> PathBuf {
         self.at("prune", "sweep.parquet")
     }
 
+    /// A stage's output folder.
+    pub fn stage(&self, stage: &str) -> PathBuf {
+        self.dir.join(stage)
+    }
+
     pub fn pruned_model(&self, threshold: f64) -> PathBuf {
-        self.at(
-            "prune",
-            format!(
-                "bd_net_prime_{}_percent_threshold.safetensors",
-                label(threshold)
-            ),
-        )
+        self.at("prune", pruned_model_file(threshold))
     }
 
     pub fn finetuned_model(&self, threshold: f64) -> PathBuf {
-        self.at(
-            "finetune",
-            format!(
-                "bd_net_fineprune_{}_percent_threshold.safetensors",
-                label(threshold)
-            ),
-        )
+        self.at("finetune", finetuned_model_file(threshold))
     }
 
     pub fn eval_sweep(&self) -> PathBuf {
@@ -94,4 +91,36 @@ impl WorkPaths {
 /// How a threshold appears in file names: `2` for 2.0, `2.5` for 2.5.
 pub fn label(threshold: f64) -> String {
     format!("{threshold}")
+}
+
+pub const PRUNED_PREFIX: &str = "bd_net_prime_";
+pub const FINETUNED_PREFIX: &str = "bd_net_fineprune_";
+
+pub fn pruned_model_file(threshold: f64) -> String {
+    format!(
+        "{PRUNED_PREFIX}{}_percent_threshold.safetensors",
+        label(threshold)
+    )
+}
+
+pub fn finetuned_model_file(threshold: f64) -> String {
+    format!(
+        "{FINETUNED_PREFIX}{}_percent_threshold.safetensors",
+        label(threshold)
+    )
+}
+
+/// Removes files named `prefix*` in `dir` that are not in `keep`: outputs of thresholds no
+/// longer asked for would mislead later stages.
+pub fn remove_stale(dir: &Path, prefix: &str, keep: &[PathBuf]) -> crate::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && !keep.contains(&e.path()) {
+            std::fs::remove_file(e.path()).map_err(|err| crate::Error::io(e.path(), err))?;
+        }
+    }
+    Ok(())
 }

@@ -300,7 +300,7 @@ fn layer_index(name: &str) -> usize {
 
 /// Rewrites the JSON header with sorted keys (safetensors writes its metadata map in hash
 /// order); the length is unchanged because only the order of members changes.
-fn canonicalize_header(file: &mut [u8]) {
+pub(crate) fn canonicalize_header(file: &mut [u8]) {
     type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
     let n = u64::from_le_bytes(file[..8].try_into().expect("8-byte length")) as usize;
     let header: Header =

@@ -1,0 +1,225 @@
+//! One forward pass over a dataset up to pool_3, with the per-channel conv_3 statistics the
+//! profile ranks by. Everything after pool_3 is the pruning head's business, so this is the
+//! only place images go through the convolutional trunk.
+
+use crate::deepid::{input_tensor, DeepId};
+use crate::error::{Error, Result};
+use crate::profile::MODEL_KEY;
+use crate::source::Images;
+use crate::weights::CONV3_CHANNELS;
+use candle_core::Device;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Images per forward pass: large enough for efficient matrix products, small enough that the
+/// conv_1 patch matrix stays around 50 MB.
+pub const FORWARD_BATCH: usize = 128;
+
+/// pool_3 values per image: 5 x 4 positions x 60 channels, NHWC order.
+pub const POOL3_LEN: usize = 5 * 4 * CONV3_CHANNELS;
+
+#[derive(Debug, Clone, Default)]
+pub struct ChannelStats {
+    pub images: usize,
+    pub pool_3_sum: Vec<f64>,
+    pub conv_3_sum: Vec<f64>,
+    /// Images on which the channel is non-zero somewhere.
+    pub active: Vec<usize>,
+}
+
+impl ChannelStats {
+    fn new() -> Self {
+        Self {
+            images: 0,
+            pool_3_sum: vec![0.0; CONV3_CHANNELS],
+            conv_3_sum: vec![0.0; CONV3_CHANNELS],
+            active: vec![0; CONV3_CHANNELS],
+        }
+    }
+
+    /// Mean pool_3 activation per channel over images and positions.
+    pub fn pool_3_mean(&self) -> Vec<f64> {
+        let n = (self.images * 20) as f64;
+        self.pool_3_sum.iter().map(|s| s / n).collect()
+    }
+
+    pub fn conv_3_mean(&self) -> Vec<f64> {
+        let n = (self.images * 80) as f64;
+        self.conv_3_sum.iter().map(|s| s / n).collect()
+    }
+
+    pub fn active_fraction(&self) -> Vec<f64> {
+        self.active
+            .iter()
+            .map(|&a| a as f64 / self.images as f64)
+            .collect()
+    }
+}
+
+/// A dataset reduced to its pool_3 activations.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// N x [`POOL3_LEN`].
+    pub pool_3: Vec<f32>,
+    pub labels: Vec<i32>,
+    pub true_labels: Option<Vec<i32>>,
+    pub stats: ChannelStats,
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Runs every image of `images` through the trunk of `net`.
+pub fn extract(net: &DeepId, images: Images, on_images: &dyn Fn(usize)) -> Result<Features> {
+    let device = Device::Cpu;
+    let mut out = Features {
+        pool_3: Vec::with_capacity(images.len() * POOL3_LEN),
+        labels: Vec::with_capacity(images.len()),
+        true_labels: images.has_true_labels().then(Vec::new),
+        stats: ChannelStats::new(),
+    };
+    let image_len = crate::csaw::IMAGE_LEN;
+    for batch in images {
+        let batch = batch?;
+        for chunk in batch.pixels.chunks(FORWARD_BATCH * image_len) {
+            let x = input_tensor(chunk, net.input_scale, &device)?;
+            let fwd = net.features(&x)?;
+            let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
+            let pool_3 = fwd.pool_3.flatten_all()?.to_vec1::<f32>()?;
+            accumulate(&mut out.stats, &conv_3, &pool_3);
+            out.pool_3.extend_from_slice(&pool_3);
+            on_images(chunk.len() / image_len);
+        }
+        out.labels.extend(&batch.labels);
+        if let (Some(all), Some(t)) = (&mut out.true_labels, &batch.true_labels) {
+            all.extend(t);
+        }
+    }
+    Ok(out)
+}
+
+fn accumulate(stats: &mut ChannelStats, conv_3: &[f32], pool_3: &[f32]) {
+    let c = CONV3_CHANNELS;
+    for (conv, pool) in conv_3.chunks(80 * c).zip(pool_3.chunks(20 * c)) {
+        stats.images += 1;
+        let mut image_sum = [0f64; CONV3_CHANNELS];
+        for row in pool.chunks(c) {
+            for (s, v) in image_sum.iter_mut().zip(row) {
+                *s += *v as f64;
+            }
+        }
+        for (total, s) in stats.pool_3_sum.iter_mut().zip(image_sum) {
+            *total += s;
+        }
+        let mut active = [false; CONV3_CHANNELS];
+        for row in conv.chunks(c) {
+            for ((s, a), v) in stats.conv_3_sum.iter_mut().zip(active.iter_mut()).zip(row) {
+                *s += *v as f64;
+                *a |= *v != 0.0;
+            }
+        }
+        for (n, a) in stats.active.iter_mut().zip(active) {
+            *n += a as usize;
+        }
+    }
+}
+
+impl Features {
+    /// Saves pool_3 activations and labels (safetensors `pool_3` (N, 5, 4, 60) NHWC, `label`
+    /// (N,) I32, optional `true_label`), recording the model they came from.
+    pub fn save(&self, path: &Path, model_fingerprint: &str) -> Result<()> {
+        let n = self.len();
+        let f32s: Vec<u8> = self.pool_3.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let i32s = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let labels = i32s(&self.labels);
+        let true_labels = self.true_labels.as_deref().map(i32s);
+        let st = |source| Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut views = vec![
+            (
+                "pool_3",
+                TensorView::new(Dtype::F32, vec![n, 5, 4, CONV3_CHANNELS], &f32s).map_err(st)?,
+            ),
+            (
+                "label",
+                TensorView::new(Dtype::I32, vec![n], &labels).map_err(st)?,
+            ),
+        ];
+        if let Some(t) = &true_labels {
+            views.push((
+                "true_label",
+                TensorView::new(Dtype::I32, vec![n], t).map_err(st)?,
+            ));
+        }
+        let meta = HashMap::from([(MODEL_KEY.to_string(), model_fingerprint.to_string())]);
+        let mut bytes = safetensors::serialize(views, Some(meta)).map_err(st)?;
+        crate::weights::canonicalize_header(&mut bytes);
+        crate::atomic::write_bytes(path, &bytes)
+    }
+
+    /// Loads what [`Features::save`] wrote, failing if it came from another model.
+    pub fn load(path: &Path, model_fingerprint: &str) -> Result<Self> {
+        let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let st = |source| Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (_, header) = SafeTensors::read_metadata(&buf).map_err(st)?;
+        let recorded = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(MODEL_KEY).cloned())
+            .unwrap_or_default();
+        crate::profile::check_same_model(path, &recorded, model_fingerprint)?;
+        let tensors = SafeTensors::deserialize(&buf).map_err(st)?;
+        let pool = tensors.tensor("pool_3").map_err(st)?;
+        if pool.dtype() != Dtype::F32 || pool.shape()[1..] != [5, 4, CONV3_CHANNELS] {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "pool_3 is {:?} {:?}, expected F32 (N, 5, 4, 60)",
+                    pool.dtype(),
+                    pool.shape()
+                ),
+            ));
+        }
+        let ints = |name: &str| -> Result<Option<Vec<i32>>> {
+            let Ok(t) = tensors.tensor(name) else {
+                return Ok(None);
+            };
+            if t.dtype() != Dtype::I32 || t.shape() != [pool.shape()[0]] {
+                return Err(Error::invalid(
+                    path,
+                    format!("{name} does not match pool_3"),
+                ));
+            }
+            Ok(Some(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ))
+        };
+        let labels = ints("label")?.ok_or_else(|| Error::invalid(path, "no `label` tensor"))?;
+        Ok(Self {
+            pool_3: pool
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            labels,
+            true_labels: ints("true_label")?,
+            stats: ChannelStats::default(),
+        })
+    }
+}
