@@ -23,3 +23,4 @@ pub mod progress;
 pub mod source;
 pub mod sweep;
 pub mod table;
+pub mod evaluate;
