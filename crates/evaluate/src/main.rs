@@ -79,17 +79,30 @@ fn labelled(f: &Features) -> Labelled<'_> {
 
 fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyhow::Result<()> {
     let t = Instant::now();
-    let sweep_path = args.prune_sweep.clone().unwrap_or_else(|| work.prune_sweep());
-    let test = args.test.clone().unwrap_or_else(|| work.dataset(Split::Test));
+    let sweep_path = args
+        .prune_sweep
+        .clone()
+        .unwrap_or_else(|| work.prune_sweep());
+    let test = args
+        .test
+        .clone()
+        .unwrap_or_else(|| work.dataset(Split::Test));
     let poisoned = args
         .poisoned_test
         .clone()
         .unwrap_or_else(|| work.dataset(Split::PoisonedTest));
-    let out_dir = args.output_dir.clone().unwrap_or_else(|| work.stage("evaluate"));
+    let out_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| work.stage("evaluate"));
 
     let (weights, net) = deepid::load(model)?;
     let prune = PruneSweep::read(&sweep_path)?;
-    check_same_model(&sweep_path, &prune.model_fingerprint, &weights.fingerprint())?;
+    check_same_model(
+        &sweep_path,
+        &prune.model_fingerprint,
+        &weights.fingerprint(),
+    )?;
     let classes = weights.classes();
     let backdoor = classes as u32;
     let clean = extract(&net, &test, classes, "test")?;
@@ -97,9 +110,12 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
 
     let head = Head::new(&net)?;
     let bar = progress::bar(2 * prune.order.len() as u64, "sweep");
-    let clean_steps = predictions_per_step(&head, clean.pool_3.clone(), &prune.order, &|| bar.inc(1))?;
+    let clean_steps =
+        predictions_per_step(&head, clean.pool_3.clone(), &prune.order, &|| bar.inc(1))?;
     let poisoned_steps =
-        predictions_per_step(&head, triggered.pool_3.clone(), &prune.order, &|| bar.inc(1))?;
+        predictions_per_step(&head, triggered.pool_3.clone(), &prune.order, &|| {
+            bar.inc(1)
+        })?;
     bar.finish_and_clear();
 
     let (c, p) = (labelled(&clean), labelled(&triggered));
@@ -118,7 +134,9 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         scores: score(&c, b.0, &p, b.1),
     }];
     for hit in &prune.hits {
-        let Some(k) = hit.channels_pruned else { continue };
+        let Some(k) = hit.channels_pruned else {
+            continue;
+        };
         for (network, scores) in [("pruned", &steps[k].0), ("repaired", &steps[k].1)] {
             rows.push(SummaryRow {
                 network: network.into(),
@@ -146,7 +164,9 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
             println!(
                 "{:<12} {:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
                 r.network,
-                r.threshold_percent.map(|t| format!("{t} points")).unwrap_or_default(),
+                r.threshold_percent
+                    .map(|t| format!("{t} points"))
+                    .unwrap_or_default(),
                 r.channels_pruned,
                 r.scores.clean_test_accuracy,
                 r.scores.attack_success_rate,
@@ -167,13 +187,23 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
 }
 
 /// Predictions of B, B' and G for every image of one dataset.
-fn per_image(args: &Args, model: &Path, pruned: &Path, data: &Path, out: &Path) -> anyhow::Result<()> {
+fn per_image(
+    args: &Args,
+    model: &Path,
+    pruned: &Path,
+    data: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
     let (weights, b) = deepid::load(model)?;
     let (pruned_weights, b_prime) = deepid::load(pruned)?;
     if pruned_weights.classes() != weights.classes() {
         return Err(Error::invalid(
             pruned,
-            format!("has {} classes, the backdoored model {}", pruned_weights.classes(), weights.classes()),
+            format!(
+                "has {} classes, the backdoored model {}",
+                pruned_weights.classes(),
+                weights.classes()
+            ),
         )
         .into());
     }

@@ -26,7 +26,8 @@ impl AtomicFile {
             .ok_or_else(|| Error::invalid(&target, "output path has no file name"))?
             .to_string_lossy()
             .into_owned();
-        let temp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        // Same folder (so the rename is atomic) and same extension (some writers infer the format).
+        let temp = target.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
         Ok(Self {
             target,
             temp,

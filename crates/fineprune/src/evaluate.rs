@@ -24,7 +24,12 @@ pub struct Scores {
 }
 
 /// Scores a network from its predictions on the clean and the triggered test sets.
-pub fn score(clean: &Labelled, clean_pred: &[u32], poisoned: &Labelled, poisoned_pred: &[u32]) -> Scores {
+pub fn score(
+    clean: &Labelled,
+    clean_pred: &[u32],
+    poisoned: &Labelled,
+    poisoned_pred: &[u32],
+) -> Scores {
     Scores {
         clean_test_accuracy: accuracy(clean_pred, clean.labels),
         attack_success_rate: accuracy(poisoned_pred, poisoned.labels),
@@ -66,36 +71,67 @@ pub struct SummaryRow {
 pub fn summary_table(rows: &[SummaryRow]) -> Table {
     let col = |f: &dyn Fn(&SummaryRow) -> Option<f64>| Column::Float(rows.iter().map(f).collect());
     Table::new()
-        .with("network", Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()))
+        .with(
+            "network",
+            Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()),
+        )
         .with("threshold_percent", col(&|r| r.threshold_percent))
-        .with("channels_pruned", Column::ints(rows.iter().map(|r| r.channels_pruned as i32)))
+        .with(
+            "channels_pruned",
+            Column::ints(rows.iter().map(|r| r.channels_pruned as i32)),
+        )
         .with("valid_accuracy", col(&|r| r.valid_accuracy))
-        .with("clean_test_accuracy", col(&|r| Some(r.scores.clean_test_accuracy)))
-        .with("attack_success_rate", col(&|r| Some(r.scores.attack_success_rate)))
+        .with(
+            "clean_test_accuracy",
+            col(&|r| Some(r.scores.clean_test_accuracy)),
+        )
+        .with(
+            "attack_success_rate",
+            col(&|r| Some(r.scores.attack_success_rate)),
+        )
         .with("flagged_clean", col(&|r| r.scores.flagged_clean))
         .with("flagged_poisoned", col(&|r| r.scores.flagged_poisoned))
         .with("robust_accuracy", col(&|r| r.scores.robust_accuracy))
 }
 
 /// Per-step columns of `evaluate/sweep.parquet`.
-pub fn sweep_table(
-    order: &[usize],
-    valid_accuracy: &[f64],
-    steps: &[(Scores, Scores)],
-) -> Table {
-    let f = |g: &dyn Fn(&(Scores, Scores)) -> Option<f64>| Column::Float(steps.iter().map(g).collect());
+pub fn sweep_table(order: &[usize], valid_accuracy: &[f64], steps: &[(Scores, Scores)]) -> Table {
+    let f =
+        |g: &dyn Fn(&(Scores, Scores)) -> Option<f64>| Column::Float(steps.iter().map(g).collect());
     let mut t = Table::new()
         .with("channels_pruned", Column::ints(0..steps.len() as i32))
         .with(
             "pruned_channel",
-            Column::Int(std::iter::once(None).chain(order.iter().map(|&c| Some(c as i32))).collect()),
+            Column::Int(
+                std::iter::once(None)
+                    .chain(order.iter().map(|&c| Some(c as i32)))
+                    .collect(),
+            ),
         )
-        .with("fraction_pruned", Column::floats((0..steps.len()).map(|k| k as f64 / order.len() as f64)))
-        .with("valid_accuracy", Column::floats(valid_accuracy.iter().copied()))
-        .with("pruned_clean_accuracy", f(&|s| Some(s.0.clean_test_accuracy)))
-        .with("pruned_attack_success_rate", f(&|s| Some(s.0.attack_success_rate)))
-        .with("repaired_clean_accuracy", f(&|s| Some(s.1.clean_test_accuracy)))
-        .with("repaired_attack_success_rate", f(&|s| Some(s.1.attack_success_rate)))
+        .with(
+            "fraction_pruned",
+            Column::floats((0..steps.len()).map(|k| k as f64 / order.len() as f64)),
+        )
+        .with(
+            "valid_accuracy",
+            Column::floats(valid_accuracy.iter().copied()),
+        )
+        .with(
+            "pruned_clean_accuracy",
+            f(&|s| Some(s.0.clean_test_accuracy)),
+        )
+        .with(
+            "pruned_attack_success_rate",
+            f(&|s| Some(s.0.attack_success_rate)),
+        )
+        .with(
+            "repaired_clean_accuracy",
+            f(&|s| Some(s.1.clean_test_accuracy)),
+        )
+        .with(
+            "repaired_attack_success_rate",
+            f(&|s| Some(s.1.attack_success_rate)),
+        )
         .with("flagged_clean", f(&|s| s.1.flagged_clean))
         .with("flagged_poisoned", f(&|s| s.1.flagged_poisoned));
     if steps.first().is_some_and(|s| s.0.robust_accuracy.is_some()) {
