@@ -49,6 +49,9 @@ struct Args {
     predictions: Option<PathBuf>,
 }
 
+#[global_allocator]
+static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run("evaluate", || {
         let args = Args::parse();

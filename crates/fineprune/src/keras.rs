@@ -95,10 +95,11 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
 }
 
 /// Writes a Keras 2 weights-only file (what `model.save_weights("x.h5")` writes) that Keras
-/// loads into the DeepID architecture and [`import`] reads back bit for bit.
-pub fn export(weights: &DeepIdWeights, path: &Path) -> Result<()> {
+/// loads into the DeepID architecture and [`import`] reads back bit for bit. `generated` tags
+/// the file as made by `synth`.
+pub fn export(weights: &DeepIdWeights, path: &Path, generated: bool) -> Result<()> {
     let out = crate::atomic::AtomicFile::new(path)?;
-    write_keras(weights, out.temp_path()).at(path)?;
+    write_keras(weights, out.temp_path(), generated).at(path)?;
     out.commit()
 }
 
@@ -121,9 +122,14 @@ const KERAS_LAYERS: [&str; 15] = [
     "output",
 ];
 
-fn write_keras(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
+fn write_keras(weights: &DeepIdWeights, path: &Path, generated: bool) -> hdf5::Result<()> {
+    use crate::h5write::{ascii, group as new_group, GENERATOR, GENERATOR_ATTR};
     let file = hdf5::File::create(path)?;
-    let ascii = |s: &str| FixedAscii::<64>::from_ascii(s).expect("layer names are short ASCII");
+    if generated {
+        file.new_attr::<FixedAscii<64>>()
+            .create(GENERATOR_ATTR)?
+            .write_scalar(&ascii(GENERATOR))?;
+    }
     let names: Vec<FixedAscii<64>> = KERAS_LAYERS.iter().map(|s| ascii(s)).collect();
     file.new_attr_builder()
         .with_data(&names)
@@ -135,7 +141,7 @@ fn write_keras(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
         .create("keras_version")?
         .write_scalar(&ascii("2.3.1"))?;
     for name in KERAS_LAYERS {
-        let group = file.create_group(name)?;
+        let group = new_group(&file, name)?;
         let Some(i) = LAYERS.iter().position(|l| *l == name) else {
             group.new_attr::<f64>().shape([0]).create("weight_names")?;
             continue;
@@ -149,7 +155,7 @@ fn write_keras(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
             .new_attr_builder()
             .with_data(&wn)
             .create("weight_names")?;
-        let sub = group.create_group(name)?;
+        let sub = new_group(&group, name)?;
         let kernel = to_keras(name, &layer.weight);
         let kernel = ndarray::ArrayD::from_shape_vec(kernel.shape, kernel.data)
             .expect("kernel data matches its shape");

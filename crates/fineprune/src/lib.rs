@@ -14,6 +14,7 @@ pub mod cli;
 pub mod deepid;
 pub mod evaluate;
 pub mod features;
+pub mod h5write;
 pub mod head;
 pub mod ingest;
 pub mod metrics;
@@ -24,4 +25,10 @@ pub mod progress;
 pub mod report;
 pub mod source;
 pub mod sweep;
+pub mod synth;
 pub mod table;
+pub mod train;
+
+/// The allocator every stage binary installs: the tensor code allocates and frees large
+/// buffers at a high rate, which glibc's malloc answers with mmap/munmap pairs and page faults.
+pub use mimalloc::MiMalloc;

@@ -47,6 +47,6 @@ mod tests {
     fn repaired_flags_disagreement() {
         let g = repaired(&[1, 2, 3], &[1, 5, 3], 9);
         assert_eq!(g, [1, 9, 3]);
-        assert_eq!(flagged(&[1, 2, 3], &[1, 5, 3]), 100.0 / 3.0);
+        assert_eq!(flagged(&[1, 2, 3], &[1, 5, 3]), 33.33333333333333);
     }
 }

@@ -31,6 +31,9 @@ struct Args {
     output_dir: Option<PathBuf>,
 }
 
+#[global_allocator]
+static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run("ingest", || {
         let args = Args::parse();

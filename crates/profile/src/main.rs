@@ -31,6 +31,9 @@ struct Args {
     features_output: Option<PathBuf>,
 }
 
+#[global_allocator]
+static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run("profile", || {
         let args = Args::parse();

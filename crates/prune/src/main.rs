@@ -35,6 +35,9 @@ struct Args {
     thresholds: Option<Vec<f64>>,
 }
 
+#[global_allocator]
+static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run("prune", || {
         let args = Args::parse();

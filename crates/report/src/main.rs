@@ -33,6 +33,9 @@ const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
 
+#[global_allocator]
+static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run("report", || {
         let args = Args::parse();
