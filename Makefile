@@ -14,7 +14,6 @@ DEBIAN_PACKAGES := libhdf5-dev pkg-config fonts-dejavu-core
 
 .DEFAULT_GOAL := all
 .PHONY: all $(STAGES) test bench clean setup
-.DELETE_ON_ERROR:
 
 # --- setup: system packages, then the binaries -------------------------------------------
 setup: $(SETUP)

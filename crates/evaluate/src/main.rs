@@ -9,7 +9,7 @@ use fineprune::deepid::DeepId;
 use fineprune::evaluate::{score, score_pair, summary_table, sweep_table, Labelled, SummaryRow};
 use fineprune::features::{self, Features};
 use fineprune::head::Head;
-use fineprune::paths::Split;
+use fineprune::paths::{self, Split};
 use fineprune::profile::check_same_model;
 use fineprune::source::Images;
 use fineprune::sweep::{predictions_per_step, PruneSweep};
@@ -35,6 +35,9 @@ struct Args {
     /// Triggered test images (default: `<work>/ingest/poisoned_test.parquet`).
     #[arg(long)]
     poisoned_test: Option<PathBuf>,
+    /// Fine-pruned models, scored when present (default: `<work>/finetune`).
+    #[arg(long)]
+    finetune_dir: Option<PathBuf>,
     /// Output folder (default: `<work>/evaluate`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -65,12 +68,47 @@ fn main() -> std::process::ExitCode {
     })
 }
 
-fn extract(net: &DeepId, path: &Path, classes: usize, what: &str) -> anyhow::Result<Features> {
+fn extract(
+    nets: &[&DeepId],
+    path: &Path,
+    classes: usize,
+    what: &str,
+) -> anyhow::Result<Vec<Features>> {
     let images = Images::open(path, classes)?;
     let bar = progress::bar(images.len() as u64, what);
-    let f = features::extract(net, images, &|n| bar.inc(n as u64))?;
+    let f = features::extract_many(nets, images, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     Ok(f)
+}
+
+/// Predicted classes from pool_3 activations.
+fn classify(net: &DeepId, f: &Features) -> anyhow::Result<Vec<u32>> {
+    let head = Head::new(net)?;
+    Ok(head.classify(&head.linear(&f.pool_3)?)?)
+}
+
+/// The fine-pruned model of each threshold reached, if `finetune` made one from this sweep.
+fn finetuned(dir: &Path, prune: &PruneSweep) -> anyhow::Result<Vec<(f64, usize, DeepId)>> {
+    let mut out = Vec::new();
+    for hit in &prune.hits {
+        let Some(k) = hit.channels_pruned else {
+            continue;
+        };
+        let path = dir.join(paths::finetuned_model_file(hit.threshold_percent));
+        if !path.exists() {
+            continue;
+        }
+        let (w, tuned) = deepid::load(&path)?;
+        if w.pruned_channels() != prune.order[..k] {
+            return Err(Error::invalid(
+                &path,
+                "was fine-tuned from a different pruning sweep; re-run finetune",
+            )
+            .into());
+        }
+        out.push((hit.threshold_percent, k, tuned));
+    }
+    Ok(out)
 }
 
 fn labelled(f: &Features) -> Labelled<'_> {
@@ -108,8 +146,19 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
     )?;
     let classes = weights.classes();
     let backdoor = classes as u32;
-    let clean = extract(&net, &test, classes, "test")?;
-    let triggered = extract(&net, &poisoned, classes, "poisoned")?;
+    let tuned = finetuned(
+        &args
+            .finetune_dir
+            .clone()
+            .unwrap_or_else(|| work.stage("finetune")),
+        &prune,
+    )?;
+    let nets: Vec<&DeepId> = std::iter::once(&net)
+        .chain(tuned.iter().map(|t| &t.2))
+        .collect();
+    let mut clean_all = extract(&nets, &test, classes, "test")?;
+    let mut triggered_all = extract(&nets, &poisoned, classes, "poisoned")?;
+    let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
 
     let head = Head::new(&net)?;
     let bar = progress::bar(2 * prune.order.len() as u64, "sweep");
@@ -151,6 +200,19 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         }
     }
 
+    for ((t, k, f_net), (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
+        let f_pred = (classify(f_net, fc)?, classify(f_net, fp)?);
+        let (fine, repaired) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
+        for (network, scores) in [("fine_pruned", fine), ("repaired_fine_pruned", repaired)] {
+            rows.push(SummaryRow {
+                network: network.into(),
+                threshold_percent: Some(*t),
+                channels_pruned: *k,
+                valid_accuracy: None,
+                scores,
+            });
+        }
+    }
     let sweep_out = out_dir.join("sweep.parquet");
     let summary_out = out_dir.join("summary.parquet");
     sweep_table(&prune.order, &prune.valid_accuracy, &steps).write(&sweep_out)?;
@@ -211,14 +273,9 @@ fn per_image(
         .into());
     }
     let classes = weights.classes();
-    let predict = |net: &DeepId, what| -> anyhow::Result<(Features, Vec<u32>)> {
-        let f = extract(net, data, classes, what)?;
-        let head = Head::new(net)?;
-        let pred = head.classify(&head.linear(&f.pool_3)?)?;
-        Ok((f, pred))
-    };
-    let (f, pb) = predict(&b, "B")?;
-    let (_, pp) = predict(&b_prime, "B'")?;
+    let mut both = extract(&[&b, &b_prime], data, classes, "score")?;
+    let (f, f_prime) = (both.remove(0), both.remove(0));
+    let (pb, pp) = (classify(&b, &f)?, classify(&b_prime, &f_prime)?);
     let g = metrics::repaired(&pb, &pp, classes as u32);
     let ints = |v: &[u32]| Column::ints(v.iter().map(|&x| x as i32));
     let mut table = Table::new()

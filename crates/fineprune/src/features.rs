@@ -79,28 +79,44 @@ impl Features {
 
 /// Runs every image of `images` through the trunk of `net`.
 pub fn extract(net: &DeepId, images: Images, on_images: &dyn Fn(usize)) -> Result<Features> {
+    Ok(extract_many(&[net], images, on_images)?.remove(0))
+}
+
+/// Runs every image through several networks in one pass over the file.
+pub fn extract_many(
+    nets: &[&DeepId],
+    images: Images,
+    on_images: &dyn Fn(usize),
+) -> Result<Vec<Features>> {
     let device = Device::Cpu;
-    let mut out = Features {
-        pool_3: Vec::with_capacity(images.len() * POOL3_LEN),
-        labels: Vec::with_capacity(images.len()),
-        true_labels: images.has_true_labels().then(Vec::new),
-        stats: ChannelStats::new(),
-    };
+    let mut out: Vec<Features> = nets
+        .iter()
+        .map(|_| Features {
+            pool_3: Vec::with_capacity(images.len() * POOL3_LEN),
+            labels: Vec::with_capacity(images.len()),
+            true_labels: images.has_true_labels().then(Vec::new),
+            stats: ChannelStats::new(),
+        })
+        .collect();
     let image_len = crate::csaw::IMAGE_LEN;
     for batch in images {
         let batch = batch?;
         for chunk in batch.pixels.chunks(FORWARD_BATCH * image_len) {
-            let x = input_tensor(chunk, net.input_scale, &device)?;
-            let fwd = net.features(&x)?;
-            let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
-            let pool_3 = fwd.pool_3.flatten_all()?.to_vec1::<f32>()?;
-            accumulate(&mut out.stats, &conv_3, &pool_3);
-            out.pool_3.extend_from_slice(&pool_3);
+            for (net, f) in nets.iter().zip(out.iter_mut()) {
+                let x = input_tensor(chunk, net.input_scale, &device)?;
+                let fwd = net.features(&x)?;
+                let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
+                let pool_3 = fwd.pool_3.flatten_all()?.to_vec1::<f32>()?;
+                accumulate(&mut f.stats, &conv_3, &pool_3);
+                f.pool_3.extend_from_slice(&pool_3);
+            }
             on_images(chunk.len() / image_len);
         }
-        out.labels.extend(&batch.labels);
-        if let (Some(all), Some(t)) = (&mut out.true_labels, &batch.true_labels) {
-            all.extend(t);
+        for f in out.iter_mut() {
+            f.labels.extend(&batch.labels);
+            if let (Some(all), Some(t)) = (&mut f.true_labels, &batch.true_labels) {
+                all.extend(t);
+            }
         }
     }
     Ok(out)
