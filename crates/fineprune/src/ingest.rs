@@ -42,15 +42,15 @@ impl DatasetSummary {
     }
 }
 
-/// Converts one CSAW file; labels must be below `classes`. The output appears only when
-/// complete. Pixels are stored as UInt8 unless some pixel is not an integer in 0..255, in which
+/// Converts one CSAW file; labels must be below `classes`. The output is returned
+/// uncommitted, so a stage converting several files can publish all of them or none. Pixels are stored as UInt8 unless some pixel is not an integer in 0..255, in which
 /// case the file is written again as Float32 so nothing is lost.
 pub fn ingest_dataset(
     input: &Path,
     output: &Path,
     classes: usize,
     on_batch: &dyn Fn(usize),
-) -> Result<DatasetSummary> {
+) -> Result<(DatasetSummary, AtomicFile)> {
     let start = Instant::now();
     let src = CsawFile::open(input)?;
     let out = AtomicFile::new(output)?;
@@ -86,8 +86,7 @@ pub fn ingest_dataset(
             break (min, max, seen);
         }
     };
-    out.commit()?;
-    Ok(DatasetSummary {
+    let summary = DatasetSummary {
         input: input.display().to_string(),
         output: output.display().to_string(),
         rows: src.len(),
@@ -101,5 +100,6 @@ pub fn ingest_dataset(
         has_true_labels: src.has_true_labels(),
         bytes_in: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
         seconds: start.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((summary, out))
 }

@@ -123,7 +123,10 @@ fn main() -> std::process::ExitCode {
             extra.insert("pruned_channels".into(), serde_json::to_string(&channels)?);
             extra.insert("threshold_percent".into(), label.clone());
             extra.insert("finetune".into(), settings_json(ft));
-            extra.insert("finetuned_from".into(), pruned_path.display().to_string());
+            extra.insert(
+                "finetuned_from".into(),
+                paths::pruned_model_file(hit.threshold_percent),
+            );
             tuned.save(out)?;
             let best = history
                 .iter()
@@ -140,7 +143,7 @@ fn main() -> std::process::ExitCode {
             records.push(serde_json::json!({
                 "threshold_percent": hit.threshold_percent,
                 "channels_pruned": channels.len(),
-                "model": out,
+                "model": paths::finetuned_model_file(hit.threshold_percent),
                 "holdout_accuracy": best,
                 "epochs": history,
             }));

@@ -64,8 +64,8 @@ fn main() -> std::process::ExitCode {
         ];
         // Convert the data first: the model file is the stage's last output, so an interrupted
         // run never looks complete to make.
-        // The three files convert in parallel; each appears only when complete.
-        let summaries = std::thread::scope(|scope| {
+        // The three files convert in parallel and appear together, only if all succeed.
+        let (summaries, files): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
             let jobs: Vec<_> = inputs
                 .iter()
                 .map(|(split, input)| {
@@ -82,7 +82,10 @@ fn main() -> std::process::ExitCode {
             jobs.into_iter()
                 .map(|j| j.join().expect("ingest thread panicked"))
                 .collect::<fineprune::Result<Vec<_>>>()
-        })?;
+        })?
+        .into_iter()
+        .unzip();
+        fineprune::atomic::commit_all(files)?;
         if !args.common.json {
             for s in &summaries {
                 println!("{}", s.line());

@@ -1,0 +1,319 @@
+//! Bad input gets one clear error naming the file and the problem, a non-zero exit status, and
+//! no output left behind.
+
+use fineprune_tests::{files_below, fixtures, run, stderr, sweep_config, write_config};
+use std::path::{Path, PathBuf};
+
+/// Writes a CSAW-style file with the given `data` shape and values and `label` values.
+fn write_h5(path: &Path, shape: &[usize], fill: impl Fn(usize) -> f32, labels: Option<Vec<f64>>) {
+    let file = hdf5::File::create(path).unwrap();
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(fill).collect();
+    let arr = ndarray::ArrayD::from_shape_vec(shape.to_vec(), data).unwrap();
+    file.new_dataset_builder()
+        .with_data(&arr)
+        .create("data")
+        .unwrap();
+    if let Some(l) = labels {
+        file.new_dataset_builder()
+            .with_data(&l)
+            .create("label")
+            .unwrap();
+    }
+    file.close().unwrap();
+}
+
+fn pixel(i: usize) -> f32 {
+    (i * 7 % 256) as f32
+}
+
+/// A config over the reference sweep data, with the valid set replaced by `valid`.
+fn with_valid(dir: &Path, valid: &Path) -> PathBuf {
+    let f = fixtures().join("deepid");
+    let s = f.join("sweep");
+    write_config(
+        dir,
+        valid,
+        &s.join("test.h5"),
+        &s.join("bd_test.h5"),
+        &f.join("bd_weights.h5"),
+        "",
+    )
+}
+
+/// Runs ingest on a broken validation file and checks the error.
+fn expect_ingest_error(make: impl FnOnce(&Path), needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = dir.path().join("valid.h5");
+    make(&valid);
+    let config = with_valid(dir.path(), &valid);
+    let o = run("ingest", &["--config", config.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("valid.h5"), "names the file: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    assert!(
+        files_below(&dir.path().join("work")).is_empty(),
+        "left {:?}",
+        files_below(&dir.path().join("work"))
+    );
+}
+
+const N: usize = 4;
+fn good_labels() -> Option<Vec<f64>> {
+    Some(vec![0.0, 1.0, 2.0, 3.0])
+}
+
+#[test]
+fn missing_file() {
+    expect_ingest_error(|_| {}, &["No such file"]);
+}
+
+#[test]
+fn not_hdf5() {
+    expect_ingest_error(
+        |p| std::fs::write(p, "hello").unwrap(),
+        &["not an HDF5 file"],
+    );
+}
+
+#[test]
+fn missing_datasets() {
+    expect_ingest_error(
+        |p| write_h5(p, &[N, 3, 55, 47], pixel, None),
+        &["no `label` dataset"],
+    );
+    expect_ingest_error(
+        |p| {
+            let f = hdf5::File::create(p).unwrap();
+            f.new_dataset_builder()
+                .with_data(&[1.0f64])
+                .create("label")
+                .unwrap();
+            f.close().unwrap();
+        },
+        &["no `data` dataset"],
+    );
+}
+
+#[test]
+fn channels_last_layout_is_named() {
+    expect_ingest_error(
+        |p| write_h5(p, &[N, 55, 47, 3], pixel, good_labels()),
+        &["channels last", "N x 3 x 55 x 47"],
+    );
+}
+
+#[test]
+fn wrong_rank() {
+    expect_ingest_error(
+        |p| write_h5(p, &[N, 7755], pixel, good_labels()),
+        &["shape [4, 7755]"],
+    );
+}
+
+#[test]
+fn label_count_differs() {
+    expect_ingest_error(
+        |p| write_h5(p, &[N, 3, 55, 47], pixel, Some(vec![0.0, 1.0])),
+        &["2 entries", "4 images"],
+    );
+}
+
+#[test]
+fn non_finite_pixels() {
+    expect_ingest_error(
+        |p| {
+            write_h5(
+                p,
+                &[N, 3, 55, 47],
+                |i| if i == 9000 { f32::NAN } else { pixel(i) },
+                good_labels(),
+            )
+        },
+        &["image 1", "non-finite pixel (NaN)"],
+    );
+    expect_ingest_error(
+        |p| {
+            write_h5(
+                p,
+                &[N, 3, 55, 47],
+                |i| if i == 5 { f32::INFINITY } else { pixel(i) },
+                good_labels(),
+            )
+        },
+        &["image 0", "non-finite"],
+    );
+}
+
+#[test]
+fn bad_labels() {
+    let with =
+        |l: f64| move |p: &Path| write_h5(p, &[N, 3, 55, 47], pixel, Some(vec![0.0, l, 2.0, 3.0]));
+    expect_ingest_error(
+        with(-1.0),
+        &["image 1", "-1", "outside the model's classes 0..1283"],
+    );
+    expect_ingest_error(with(1.5), &["image 1", "1.5", "not an integer"]);
+    expect_ingest_error(with(1283.0), &["1283", "outside the model's classes"]);
+}
+
+#[test]
+fn empty_dataset() {
+    expect_ingest_error(
+        |p| write_h5(p, &[0, 3, 55, 47], pixel, Some(vec![])),
+        &["empty"],
+    );
+}
+
+/// Copies the real weights file, changing it with `edit`.
+fn broken_weights(edit: impl FnOnce(&hdf5::File)) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bd_net.h5");
+    std::fs::copy(fixtures().join("deepid/bd_weights.h5"), &path).unwrap();
+    let mut perm = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&path, perm).unwrap();
+    let file = hdf5::File::open_rw(&path).unwrap();
+    edit(&file);
+    file.close().unwrap();
+    (dir, path)
+}
+
+fn expect_weights_error(dir: &Path, weights: &Path, needles: &[&str]) {
+    let s = fixtures().join("deepid/sweep");
+    let config = write_config(
+        dir,
+        &s.join("valid.h5"),
+        &s.join("test.h5"),
+        &s.join("bd_test.h5"),
+        weights,
+        "",
+    );
+    let o = run("ingest", &["--config", config.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bd_net.h5"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+    assert!(files_below(&dir.join("work")).is_empty());
+}
+
+#[test]
+fn weights_missing_a_layer() {
+    let (dir, path) = broken_weights(|f| f.unlink("conv_3").unwrap());
+    expect_weights_error(dir.path(), &path, &["layer conv_3"]);
+}
+
+#[test]
+fn weights_with_a_wrong_kernel_shape() {
+    let (dir, path) = broken_weights(|f| {
+        f.unlink("fc_2/fc_2/kernel:0").unwrap();
+        f.group("fc_2/fc_2")
+            .unwrap()
+            .new_dataset::<f32>()
+            .shape([960, 100])
+            .create("kernel:0")
+            .unwrap();
+    });
+    expect_weights_error(
+        dir.path(),
+        &path,
+        &["layer fc_2", "[960, 100]", "[960, 160]"],
+    );
+}
+
+/// Config errors exit with status 2 and name the file and key.
+fn expect_config_error(extra: &str, stage: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_config(dir.path(), extra);
+    let o = run(stage, &["--config", config.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("pipeline.toml"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+#[test]
+fn config_errors() {
+    expect_config_error(
+        "[prune]\nthreshold = [2]\n",
+        "prune",
+        &["unknown field `threshold`"],
+    );
+    expect_config_error(
+        "[prune]\nthresholds = [0]\n",
+        "prune",
+        &["0 is not an accuracy drop in (0, 100]"],
+    );
+    expect_config_error("[prune]\nthresholds = [150]\n", "prune", &["150"]);
+    expect_config_error(
+        "[profile]\nstatistic = \"pool3_mean\"\n",
+        "profile",
+        &["pool3_mean", "pool_3_mean"],
+    );
+    expect_config_error("[finetune]\nepochs = 0\n", "finetune", &["finetune.epochs"]);
+    expect_config_error(
+        "[finetune]\nlearning_rate = -0.1\n",
+        "finetune",
+        &["finetune.learning_rate"],
+    );
+    expect_config_error(
+        "[finetune]\nholdout = 1.0\n",
+        "finetune",
+        &["finetune.holdout must be in (0, 1)"],
+    );
+    expect_config_error("[bogus]\nx = 1\n", "ingest", &["unknown field `bogus`"]);
+}
+
+#[test]
+fn corrupt_parquet_and_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_config(dir.path(), "");
+    let c = config.to_str().unwrap();
+    let ingest = dir.path().join("work/ingest");
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::write(
+        ingest.join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage",
+    )
+    .unwrap();
+    let o = run("profile", &["--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+
+    assert!(run("ingest", &["--config", c]).status.success());
+    std::fs::write(ingest.join("valid.parquet"), b"PAR1 not really").unwrap();
+    let o = run("profile", &["--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("valid.parquet"), "{}", stderr(&o));
+    assert!(!dir.path().join("work/profile/activations.parquet").exists());
+}
+
+#[test]
+fn outputs_of_another_model_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_config(dir.path(), "");
+    let c = config.to_str().unwrap();
+    for stage in ["ingest", "profile"] {
+        assert!(run(stage, &["--config", c]).status.success());
+    }
+    // Re-ingest a different network: the profile no longer belongs to the model.
+    let other = fixtures().join("csaw2020/anonymous_1_bd_weights.h5");
+    assert!(run(
+        "ingest",
+        &["--config", c, "--weights", other.to_str().unwrap()]
+    )
+    .status
+    .success());
+    let o = run("prune", &["--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("different model"), "{}", stderr(&o));
+}
