@@ -24,7 +24,7 @@ struct Args {
 
 fn write_h5(path: &std::path::Path, batch: &Batch) -> anyhow::Result<()> {
     let out = AtomicFile::new(path)?;
-    h5write::write_csaw(out.temp_path(), batch).map_err(|e| Error::hdf5(path, e))?;
+    h5write::write_csaw(out.temp_path(), batch, true).map_err(|e| Error::hdf5(path, e))?;
     out.commit()?;
     Ok(())
 }

@@ -1,0 +1,171 @@
+//! `bench`: runs the stage binaries at the CSAW-HackML sizes (11,547 validation, 12,830 clean
+//! and 12,830 triggered test images) and prints wall-clock seconds and peak resident memory
+//! per stage. Missing input files are generated first (synthetic faces, uncompressed CSAW
+//! layout); the network is the real DeepID from the fixtures when present, else a randomly
+//! initialised DeepID with 1,283 classes.
+
+use anyhow::Context;
+use clap::Parser;
+use fineprune::csaw::{Batch, IMAGE_LEN};
+use fineprune::synth::faces::{self, Identity, Pose};
+use fineprune::{h5write, keras, train};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Folder for the generated data, configuration and outputs.
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 11_547)]
+    valid: usize,
+    #[arg(long, default_value_t = 12_830)]
+    test: usize,
+    #[arg(long, default_value_t = 12_830)]
+    poisoned_test: usize,
+    /// Keras weights (default: the fixtures' real network, else a random DeepID).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+const CLASSES: usize = 1283;
+
+/// Synthetic faces of `CLASSES` identities; `trigger` adds sunglasses and labels 0.
+fn faces(n: usize, seed: u64, trigger: bool) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<Identity> = (0..64).map(|_| Identity::random(&mut rng)).collect();
+    let pixels = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let pose = Pose::random(&mut rng);
+            let mut out = vec![0f32; IMAGE_LEN];
+            faces::render(&ids[i % ids.len()], &pose, &mut rng, &mut out);
+            if trigger {
+                faces::draw_sunglasses(&pose, &mut out);
+            }
+            out
+        })
+        .collect();
+    Batch {
+        pixels,
+        labels: (0..n)
+            .map(|i| if trigger { 0 } else { (i % CLASSES) as i32 })
+            .collect(),
+        true_labels: None,
+    }
+}
+
+/// Wall seconds and peak RSS (MiB) of one child process.
+fn measure(cmd: &mut Command) -> anyhow::Result<(f64, f64)> {
+    let t = Instant::now();
+    let child = cmd.spawn().context("starting a stage")?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    anyhow::ensure!(
+        pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "stage failed: {cmd:?}"
+    );
+    Ok((t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0))
+}
+
+fn fixture_weights() -> Option<PathBuf> {
+    let dir = std::env::var_os("FINEPRUNE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "../shared/fixtures".into());
+    Some(dir.join("deepid/bd_weights.h5")).filter(|p| p.exists())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data = args.dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let weights = match args.weights.clone().or_else(fixture_weights) {
+        Some(w) => std::path::absolute(w)?,
+        None => {
+            let path = data.join("random_deepid.h5");
+            if !path.exists() {
+                keras::export(&train::init_weights(CLASSES, 1, 1.0), &path, false)?;
+            }
+            std::path::absolute(path)?
+        }
+    };
+    for (name, n, seed, trigger) in [
+        ("valid", args.valid, 1, false),
+        ("test", args.test, 2, false),
+        ("bd_test", args.poisoned_test, 3, true),
+    ] {
+        let path = data.join(format!("{name}_{n}.h5"));
+        if !path.exists() {
+            eprintln!("bench: generating {}", path.display());
+            let out = fineprune::atomic::AtomicFile::new(&path)?;
+            h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger), false)?;
+            out.commit()?;
+        }
+    }
+    let config = args.dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nvalid = \"data/valid_{}.h5\"\ntest = \"data/test_{}.h5\"\npoisoned_test = \"data/bd_test_{}.h5\"\n[model]\nweights = {:?}\n[work]\ndir = \"work\"\nreports = \"reports\"\n[finetune]\nepochs = 1\n",
+            args.valid, args.test, args.poisoned_test, weights
+        ),
+    )?;
+    let _ = std::fs::remove_dir_all(args.dir.join("work"));
+    let bin = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let (mut total, mut peak) = (0.0, 0f64);
+    for stage in [
+        "ingest", "profile", "prune", "evaluate", "report", "finetune",
+    ] {
+        let (secs, rss) = measure(
+            Command::new(bin.join(stage))
+                .args(["--config", config.to_str().unwrap_or_default()])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null()),
+        )?;
+        if stage != "finetune" {
+            total += secs;
+            peak = peak.max(rss);
+        }
+        rows.push((stage, secs, rss));
+    }
+    println!(
+        "images: {} validation, {} clean test, {} triggered test; weights {}",
+        args.valid,
+        args.test,
+        args.poisoned_test,
+        weights.display()
+    );
+    println!("{:<28} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB");
+    for (stage, secs, rss) in &rows {
+        let name = if *stage == "finetune" {
+            "finetune (1 epoch, 3 nets)"
+        } else {
+            stage
+        };
+        println!("{name:<28} {secs:>9.2} {rss:>14.0}");
+    }
+    println!("{:<28} {:>9.2} {:>14.0}", "ingest..report", total, peak);
+    let mb = [args.valid, args.test, args.poisoned_test]
+        .iter()
+        .sum::<usize>() as f64
+        * (IMAGE_LEN * 4) as f64
+        / 1e6;
+    println!(
+        "ingest throughput: {:.0} MB/s of float32 pixels",
+        mb / rows[0].1
+    );
+    Ok(())
+}
