@@ -7,6 +7,7 @@
 use anyhow::Context;
 use clap::Parser;
 use fineprune::csaw::{Batch, IMAGE_LEN};
+use fineprune::deepid::DeepId;
 use fineprune::synth::faces::{self, Identity, Pose};
 use fineprune::{h5write, keras, train};
 use rand::SeedableRng;
@@ -31,12 +32,17 @@ struct Args {
     /// Keras weights (default: the fixtures' real network, else a random DeepID).
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Only generate the data (run as a child, so that the measuring process stays small:
+    /// Linux carries a parent's peak RSS into its children's).
+    #[arg(long, hide = true)]
+    generate_only: bool,
 }
 
 const CLASSES: usize = 1283;
 
-/// Synthetic faces of `CLASSES` identities; `trigger` adds sunglasses and labels 0.
-fn faces(n: usize, seed: u64, trigger: bool) -> Batch {
+/// Synthetic faces; `trigger` adds sunglasses and labels 0, clean images are labelled with the
+/// network's own predictions (so accuracy starts at 100% and thresholds are reached).
+fn faces(n: usize, seed: u64, trigger: bool, net: &DeepId) -> anyhow::Result<Batch> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<Identity> = (0..64).map(|_| Identity::random(&mut rng)).collect();
     let pixels = (0..n)
@@ -52,14 +58,20 @@ fn faces(n: usize, seed: u64, trigger: bool) -> Batch {
             }
             out
         })
-        .collect();
-    Batch {
+        .collect::<Vec<f32>>();
+    let labels = if trigger {
+        vec![0; n]
+    } else {
+        train::predict(net, &pixels)?
+            .into_iter()
+            .map(|c| c as i32)
+            .collect()
+    };
+    Ok(Batch {
         pixels,
-        labels: (0..n)
-            .map(|i| if trigger { 0 } else { (i % CLASSES) as i32 })
-            .collect(),
+        labels,
         true_labels: None,
-    }
+    })
 }
 
 /// Wall seconds and peak RSS (MiB) of one child process.
@@ -84,32 +96,58 @@ fn fixture_weights() -> Option<PathBuf> {
     Some(dir.join("deepid/bd_weights.h5")).filter(|p| p.exists())
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let data = args.dir.join("data");
-    std::fs::create_dir_all(&data)?;
-    let weights = match args.weights.clone().or_else(fixture_weights) {
+fn weights_path(args: &Args, data: &Path) -> anyhow::Result<PathBuf> {
+    Ok(match args.weights.clone().or_else(fixture_weights) {
         Some(w) => std::path::absolute(w)?,
-        None => {
-            let path = data.join("random_deepid.h5");
-            if !path.exists() {
-                keras::export(&train::init_weights(CLASSES, 1, 1.0), &path, false)?;
-            }
-            std::path::absolute(path)?
-        }
-    };
+        None => std::path::absolute(data.join("random_deepid.h5"))?,
+    })
+}
+
+fn data_path(data: &Path, name: &str, n: usize) -> PathBuf {
+    data.join(format!("{name}_{n}.h5"))
+}
+
+/// Writes whatever input file is missing.
+fn generate(args: &Args, data: &Path, weights: &Path) -> anyhow::Result<()> {
+    if !weights.exists() {
+        keras::export(&train::init_weights(CLASSES, 1, 1.0), weights, false)?;
+    }
+    let net = DeepId::new(&keras::import(weights, 1.0)?, &candle_core::Device::Cpu)?;
     for (name, n, seed, trigger) in [
         ("valid", args.valid, 1, false),
         ("test", args.test, 2, false),
         ("bd_test", args.poisoned_test, 3, true),
     ] {
-        let path = data.join(format!("{name}_{n}.h5"));
+        let path = data_path(data, name, n);
         if !path.exists() {
             eprintln!("bench: generating {}", path.display());
             let out = fineprune::atomic::AtomicFile::new(&path)?;
-            h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger), false)?;
+            h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net)?, false)?;
             out.commit()?;
         }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let data = args.dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let weights = weights_path(&args, &data)?;
+    if args.generate_only {
+        return generate(&args, &data, &weights);
+    }
+    let missing = ["valid", "test", "bd_test"]
+        .iter()
+        .zip([args.valid, args.test, args.poisoned_test])
+        .any(|(name, n)| !data_path(&data, name, n).exists());
+    if missing || !weights.exists() {
+        let me = std::env::current_exe()?;
+        let status = Command::new(me)
+            .args(std::env::args_os().skip(1))
+            .arg("--generate-only")
+            .status()?;
+        anyhow::ensure!(status.success(), "generating the benchmark data failed");
     }
     let config = args.dir.join("bench.toml");
     std::fs::write(

@@ -3,7 +3,7 @@
 //! right-hand side. The same forward pass serves inference and training.
 
 use crate::csaw::IMAGE_LEN;
-use crate::ops::{Im2Col, MaxPool2};
+use crate::ops::{BiasRelu, Im2Col, MaxPool2};
 use crate::weights::{weight_shape, DeepIdWeights, Layer, Param, LAYERS};
 use candle_core::{Device, Result, Tensor, Var};
 
@@ -114,18 +114,31 @@ impl DeepId {
     fn conv(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
         let (n, h, w, _) = x.dims4()?;
         let k = KERNELS[layer];
-        let out = self.layers[layer]
-            .forward(&x.apply_op1(Im2Col { k })?)?
-            .relu()?;
+        let dense = &self.layers[layer];
+        let out = if dense.matrix.is_variable() {
+            dense.forward(&x.apply_op1(Im2Col { k })?)?.relu()?
+        } else {
+            let out = x.apply_op1_no_bwd(&Im2Col { k })?.matmul(&dense.matrix)?;
+            out.inplace_op2(&dense.bias, &BiasRelu)?;
+            out
+        };
         out.reshape((n, h + 1 - k, w + 1 - k, ()))
+    }
+
+    fn pool(&self, x: &Tensor) -> Result<Tensor> {
+        if self.layers[0].matrix.is_variable() {
+            x.apply_op1(MaxPool2)
+        } else {
+            x.apply_op1_no_bwd(&MaxPool2)
+        }
     }
 
     /// Images (N, 55, 47, 3), already scaled, to conv_3 and pool_3 activations.
     pub fn features(&self, x: &Tensor) -> Result<Forward> {
-        let x = self.conv(0, x)?.apply_op1(MaxPool2)?;
-        let x = self.conv(1, &x)?.apply_op1(MaxPool2)?;
+        let x = self.pool(&self.conv(0, x)?)?;
+        let x = self.pool(&self.conv(1, &x)?)?;
         let conv_3 = self.conv(2, &x)?;
-        let pool_3 = conv_3.apply_op1(MaxPool2)?;
+        let pool_3 = self.pool(&conv_3)?;
         Ok(Forward { conv_3, pool_3 })
     }
 

@@ -16,7 +16,7 @@ const FC_LEN: usize = crate::weights::FEATURES;
 /// Pre-activations per image: conv_4 (960) then fc_1 (160).
 pub const PRE_LEN: usize = CONV4_LEN + FC_LEN;
 /// Images per matrix product, to bound memory.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 1024;
 
 pub struct Head {
     linear: Dense,

@@ -3,8 +3,9 @@
 //! patch matrix built with plain memory copies, much faster than candle's CPU `conv2d`) and
 //! 2x2 max-pooling.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -13,6 +14,30 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// A vector of `len` values written chunk by chunk in parallel by `fill`, without zeroing it
+/// first (zeroing costs as much as the copies that follow). `fill` must write every element of
+/// each chunk it is given.
+fn filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: every element of the first `len` was written by `fill`.
+    unsafe { v.set_len(len) };
+    v
+}
+
+fn write(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(*s);
     }
 }
 
@@ -46,20 +71,18 @@ impl CustomOp1 for Im2Col {
         let k = self.k;
         let (oh, ow) = self.out_hw(h, w);
         let row = k * k * c;
-        let mut out = vec![0f32; n * oh * ow * row];
-        out.par_chunks_mut(oh * ow * row)
-            .zip(x.par_chunks(h * w * c))
-            .for_each(|(dst, img)| {
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let r = &mut dst[(y * ow + xo) * row..][..row];
-                        for ky in 0..k {
-                            let src = &img[((y + ky) * w + xo) * c..][..k * c];
-                            r[ky * k * c..][..k * c].copy_from_slice(src);
-                        }
+        let out = filled(n * oh * ow * row, oh * ow * row, |b, dst| {
+            let img = &x[b * h * w * c..][..h * w * c];
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let r = &mut dst[(y * ow + xo) * row..][..row];
+                    for ky in 0..k {
+                        let src = &img[((y + ky) * w + xo) * c..][..k * c];
+                        write(&mut r[ky * k * c..][..k * c], src);
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n * oh * ow, row))))
     }
 
@@ -152,6 +175,41 @@ impl CustomOp1 for MaxPool2 {
                 }
             });
         Ok(Some(Tensor::from_vec(dx, (n, h, w, c), arg.device())?))
+    }
+}
+
+/// `x = max(x + bias, 0)` in place over the rows of a (rows, channels) matrix: inference
+/// only (no backward), saving the two full passes and allocations of add-then-ReLU.
+pub struct BiasRelu;
+
+impl InplaceOp2 for BiasRelu {
+    fn name(&self) -> &'static str {
+        "bias_relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (s1, s2) else {
+            candle_core::bail!("bias_relu: expected f32 tensors")
+        };
+        let (Some((xs, xe)), Some((bs, be))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("bias_relu: inputs must be contiguous")
+        };
+        let bias = &b[bs..be];
+        x[xs..xe].par_chunks_mut(bias.len() * 256).for_each(|rows| {
+            for row in rows.chunks_mut(bias.len()) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v = (*v + b).max(0.0);
+                }
+            }
+        });
+        Ok(())
     }
 }
 
