@@ -52,14 +52,10 @@ struct Args {
     predictions: Option<PathBuf>,
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("evaluate", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
-        let work = cli::work_paths(&config);
+    cli::stage("evaluate", |args: Args, _config, work| {
         let model = args.model.clone().unwrap_or_else(|| work.model());
         match (&args.pruned, &args.data, &args.predictions) {
             (Some(pruned), Some(data), Some(out)) => per_image(&args, &model, pruned, data, out),

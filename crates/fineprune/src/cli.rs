@@ -33,6 +33,31 @@ pub fn work_paths(config: &Config) -> WorkPaths {
     WorkPaths::new(&config.work.dir)
 }
 
+/// A stage's `main`: parses its arguments (which flatten [`CommonArgs`]), loads the
+/// configuration and runs `body` under [`run`].
+pub fn stage<A: clap::Parser>(
+    name: &str,
+    body: impl FnOnce(A, Config, WorkPaths) -> anyhow::Result<()>,
+) -> std::process::ExitCode {
+    use clap::FromArgMatches;
+    run(name, || {
+        let matches = A::command().get_matches();
+        let args = A::from_arg_matches(&matches)?;
+        let config = CommonArgs::from_arg_matches(&matches)?.load()?;
+        let work = work_paths(&config);
+        body(args, config, work)
+    })
+}
+
+/// Installs [`crate::MiMalloc`] as the binary's allocator.
+#[macro_export]
+macro_rules! use_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
+    };
+}
+
 /// Sends log lines to stderr (`RUST_LOG` filters; `info` by default).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

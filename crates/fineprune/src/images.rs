@@ -89,7 +89,7 @@ impl ImageWriter {
                 ColumnPath::from(vec!["image".into(), "list".into(), "item".into()]),
                 EnabledStatistics::None,
             )
-            .set_max_row_group_row_count(Some(4096))
+            .set_max_row_group_row_count(Some(1024))
             .build();
         let path = out.temp_path().to_path_buf();
         let writer = ArrowWriter::try_new(out.create()?, schema.clone(), Some(props)).at(&path)?;

@@ -31,14 +31,10 @@ struct Args {
     output_dir: Option<PathBuf>,
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("ingest", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
-        let paths = cli::work_paths(&config);
+    cli::stage("ingest", |args: Args, config, paths| {
         let out_dir = args
             .output_dir
             .clone()

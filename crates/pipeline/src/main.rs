@@ -28,8 +28,7 @@ enum Command {
     },
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::run("pipeline", || {

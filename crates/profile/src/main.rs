@@ -31,14 +31,10 @@ struct Args {
     features_output: Option<PathBuf>,
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("profile", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
-        let paths = cli::work_paths(&config);
+    cli::stage("profile", |args: Args, config, paths| {
         let t = Instant::now();
         let model = args.model.unwrap_or_else(|| paths.model());
         let input = args.input.unwrap_or_else(|| paths.dataset(Split::Valid));

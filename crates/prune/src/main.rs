@@ -35,14 +35,10 @@ struct Args {
     thresholds: Option<Vec<f64>>,
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("prune", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
-        let work = cli::work_paths(&config);
+    cli::stage("prune", |args: Args, config, work| {
         let t = Instant::now();
         let thresholds = args.thresholds.unwrap_or(config.prune.thresholds.clone());
         check_thresholds(&thresholds).map_err(|message| Error::Config {

@@ -33,14 +33,10 @@ const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("report", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
-        let work = cli::work_paths(&config);
+    cli::stage("report", |args: Args, config, work| {
         let t = Instant::now();
         let sweep_path = args.sweep.unwrap_or_else(|| work.eval_sweep());
         let summary_path = args.summary.unwrap_or_else(|| work.eval_summary());

@@ -29,13 +29,10 @@ fn write_h5(path: &std::path::Path, batch: &Batch) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[global_allocator]
-static ALLOCATOR: fineprune::MiMalloc = fineprune::MiMalloc;
+fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::run("synth", || {
-        let args = Args::parse();
-        let config = args.common.load()?;
+    cli::stage("synth", |args: Args, config, _work| {
         let sc = &config.synth;
         let t = Instant::now();
         let outputs: Vec<PathBuf> = vec![
