@@ -83,6 +83,8 @@ impl Images {
     /// Reads everything (pixels included): for small datasets such as training sets.
     pub fn read_all(self) -> Result<Batch> {
         let mut all = Batch::default();
+        all.pixels
+            .reserve_exact(self.len() * crate::csaw::IMAGE_LEN);
         let with_true = self.has_true_labels();
         for b in self {
             let b = b?;
