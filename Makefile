@@ -94,7 +94,7 @@ all: $(REPORT)
 	@echo "fineprune: reports in $(REPORTS)"
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
-test: $(SETUP)
+test: $(BINS)
 	$(CARGO) test --release --locked --workspace
 	bash tests/make_incremental.sh
 

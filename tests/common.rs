@@ -26,7 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} not built (run cargo test --workspace)",
+        "{} not built (make test builds the stage binaries first)",
         path.display()
     );
     path
