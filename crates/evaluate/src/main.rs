@@ -155,6 +155,7 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
     let mut clean_all = extract(&nets, &test, classes, "test")?;
     let mut triggered_all = extract(&nets, &poisoned, classes, "poisoned")?;
     let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
+    tracing::debug!("forward passes done at {:.2} s", t.elapsed().as_secs_f64());
 
     let head = Head::new(&net)?;
     let bar = progress::bar(2 * prune.order.len() as u64, "sweep");
@@ -165,6 +166,7 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
             bar.inc(1)
         })?;
     bar.finish_and_clear();
+    tracing::debug!("pruning sweeps done at {:.2} s", t.elapsed().as_secs_f64());
 
     let (c, p) = (labelled(&clean), labelled(&triggered));
     let b = (clean_steps[0].as_slice(), poisoned_steps[0].as_slice());

@@ -83,27 +83,54 @@ impl Head {
         Ok(pre)
     }
 
-    /// Pre-activations -> logits (n, classes).
-    pub fn logits(&self, pre: &[f32]) -> Result<Tensor> {
-        let n = pre.len() / PRE_LEN;
-        let pre = Tensor::from_slice(pre, (n, PRE_LEN), &Device::Cpu)?;
-        let conv_4 = pre.narrow(1, 0, CONV4_LEN)?.relu()?.contiguous()?;
-        let fc_1 = pre.narrow(1, CONV4_LEN, FC_LEN)?;
-        let hidden = (self.fc_2.forward(&conv_4)? + fc_1)?.relu()?;
-        Ok(self.output.forward(&hidden)?)
-    }
-
     /// Pre-activations -> predicted classes (the first maximum wins a tie, as in numpy).
+    /// The element-wise steps run over plain buffers between the two matrix products, so
+    /// each chunk costs two products and no tensor temporaries.
     pub fn classify(&self, pre: &[f32]) -> Result<Vec<u32>> {
+        let fc_2_bias = self.fc_2.bias.to_vec1::<f32>()?;
+        let output_bias = self.output.bias.to_vec1::<f32>()?;
         let mut out = Vec::with_capacity(pre.len() / PRE_LEN);
         for chunk in pre.chunks(CHUNK * PRE_LEN) {
-            let logits = self.logits(chunk)?;
-            let classes = logits.dim(1)?;
-            let values = logits.flatten_all()?.to_vec1::<f32>()?;
-            out.extend(values.chunks(classes).map(argmax));
+            let n = chunk.len() / PRE_LEN;
+            let conv_4: Vec<f32> = chunk
+                .chunks(PRE_LEN)
+                .flat_map(|row| row[..CONV4_LEN].iter().map(|v| v.max(0.0)))
+                .collect();
+            let conv_4 = Tensor::from_vec(conv_4, (n, CONV4_LEN), &Device::Cpu)?;
+            let mut hidden = conv_4
+                .matmul(&self.fc_2.matrix)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (h, row) in hidden.chunks_mut(FC_LEN).zip(chunk.chunks(PRE_LEN)) {
+                for ((v, b), f) in h.iter_mut().zip(&fc_2_bias).zip(&row[CONV4_LEN..]) {
+                    *v = (*v + b + f).max(0.0);
+                }
+            }
+            let hidden = Tensor::from_vec(hidden, (n, FC_LEN), &Device::Cpu)?;
+            let logits = hidden
+                .matmul(&self.output.matrix)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            out.extend(
+                logits
+                    .chunks(output_bias.len())
+                    .map(|row| argmax_biased(row, &output_bias)),
+            );
         }
         Ok(out)
     }
+}
+
+/// The index of the largest `row[i] + bias[i]`.
+fn argmax_biased(row: &[f32], bias: &[f32]) -> u32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, (v, b)) in row.iter().zip(bias).enumerate() {
+        let x = v + b;
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as u32
 }
 
 pub fn argmax(row: &[f32]) -> u32 {
