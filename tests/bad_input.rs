@@ -317,3 +317,77 @@ fn outputs_of_another_model_are_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("different model"), "{}", stderr(&o));
 }
+
+/// Storage variants a CSAW file may come in all ingest to the same table: chunked with
+/// deflate and shuffle, chunked with LZF, integer labels, labels as an (N, 1) column.
+#[test]
+fn chunked_compressed_and_integer_label_files_ingest_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5;
+    let pixels: Vec<f32> = (0..n * 7755).map(pixel).collect();
+    let arr = ndarray::Array4::from_shape_vec((n, 3, 55, 47), pixels).unwrap();
+    let variants: [(&str, &dyn Fn(&hdf5::File)); 3] = [
+        ("deflate", &|f| {
+            f.new_dataset_builder()
+                .with_data(&arr)
+                .chunk((2, 3, 55, 47))
+                .shuffle()
+                .deflate(6)
+                .create("data")
+                .unwrap();
+            f.new_dataset_builder()
+                .with_data(&[0i64, 1, 2, 3, 4])
+                .create("label")
+                .unwrap();
+        }),
+        ("lzf", &|f| {
+            f.new_dataset_builder()
+                .with_data(&arr)
+                .chunk((3, 3, 55, 47))
+                .lzf()
+                .create("data")
+                .unwrap();
+            let col = ndarray::Array2::from_shape_vec((5, 1), vec![0u8, 1, 2, 3, 4]).unwrap();
+            f.new_dataset_builder()
+                .with_data(&col)
+                .create("label")
+                .unwrap();
+        }),
+        ("plain", &|f| {
+            f.new_dataset_builder()
+                .with_data(&arr)
+                .create("data")
+                .unwrap();
+            f.new_dataset_builder()
+                .with_data(&[0.0f64, 1.0, 2.0, 3.0, 4.0])
+                .create("label")
+                .unwrap();
+        }),
+    ];
+    let mut tables = Vec::new();
+    for (name, write) in variants {
+        let path = dir.path().join(format!("{name}.h5"));
+        let f = hdf5::File::create(&path).unwrap();
+        write(&f);
+        f.close().unwrap();
+        let out = dir.path().join(name);
+        let o = run(
+            "ingest",
+            &[
+                "--config",
+                with_valid(dir.path(), &path).to_str().unwrap(),
+                "--output-dir",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let batch = fineprune::source::Images::open(&out.join("valid.parquet"), 1283)
+            .unwrap()
+            .read_all()
+            .unwrap();
+        assert_eq!(batch.labels, [0, 1, 2, 3, 4], "{name}");
+        tables.push(batch.pixels);
+    }
+    assert!(tables.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(tables[0][..3], [0.0, 7.0, 14.0]);
+}

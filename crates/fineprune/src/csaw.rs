@@ -130,9 +130,17 @@ impl CsawFile {
             ));
         }
         let read_labels = |name: &str, ds: &hdf5::Dataset| -> Result<Vec<i32>> {
-            let values = ds
-                .read_slice_1d::<f64, _>(ndarray::s![start..end])
-                .at(path)?;
+            // Labels come as (N,) or as a column (N, 1).
+            let values = if ds.ndim() == 2 {
+                ds.read_slice::<f64, _, ndarray::IxDyn>(ndarray::s![start..end, ..])
+                    .at(path)?
+                    .into_raw_vec_and_offset()
+                    .0
+            } else {
+                ds.read_slice_1d::<f64, _>(ndarray::s![start..end])
+                    .at(path)?
+                    .to_vec()
+            };
             values
                 .iter()
                 .enumerate()
