@@ -4,7 +4,7 @@
 //! dataset image by image instead.
 
 use clap::Parser;
-use fineprune::cli::{self, CommonArgs};
+use fineprune::cli::{self, CommonArgs, ModelArgs};
 use fineprune::deepid::DeepId;
 use fineprune::evaluate::{score, score_pair, summary_table, sweep_table, Labelled, SummaryRow};
 use fineprune::features::{self, Features};
@@ -23,9 +23,8 @@ use std::time::Instant;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// The backdoored model B (default: `<work>/ingest/model.safetensors`).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Prune sweep (default: `<work>/prune/sweep.parquet`).
     #[arg(long)]
     prune_sweep: Option<PathBuf>,
@@ -56,7 +55,7 @@ fineprune::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("evaluate", |args: Args, _config, work| {
-        let model = args.model.clone().unwrap_or_else(|| work.model());
+        let model = args.model.path(&work);
         match (&args.pruned, &args.data, &args.predictions) {
             (Some(pruned), Some(data), Some(out)) => per_image(&args, &model, pruned, data, out),
             _ => sweep(&args, &work, &model),

@@ -19,6 +19,20 @@ pub struct CommonArgs {
     pub json: bool,
 }
 
+/// `--model`: the backdoored network B that the stages after `ingest` start from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// The backdoored model (default: `<work>/ingest/model.safetensors`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn path(&self, work: &WorkPaths) -> PathBuf {
+        self.model.clone().unwrap_or_else(|| work.model())
+    }
+}
+
 impl CommonArgs {
     pub fn load(&self) -> crate::Result<Config> {
         let mut config = Config::load(&self.config)?;

@@ -4,7 +4,7 @@
 //! and `work/finetune/models.json` (what was trained, with which settings, how it went).
 
 use clap::Parser;
-use fineprune::cli::{self, CommonArgs};
+use fineprune::cli::{self, CommonArgs, ModelArgs};
 use fineprune::config::FinetuneConfig;
 use fineprune::paths::{self, Split};
 use fineprune::profile::check_same_model;
@@ -21,9 +21,8 @@ use std::time::Instant;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Backdoored model, for the pruning sweep's fingerprint (default: `<work>/ingest/model.safetensors`).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Clean validation images (default: `<work>/ingest/valid.parquet`).
     #[arg(long)]
     input: Option<PathBuf>,
@@ -44,7 +43,7 @@ fn main() -> std::process::ExitCode {
     cli::stage("finetune", |args: Args, config, work| {
         let ft = &config.finetune;
         let t = Instant::now();
-        let model = args.model.unwrap_or_else(|| work.model());
+        let model = args.model.path(&work);
         let input = args.input.unwrap_or_else(|| work.dataset(Split::Valid));
         let prune_dir = args.prune_dir.unwrap_or_else(|| work.stage("prune"));
         let out_dir = args.output_dir.unwrap_or_else(|| work.stage("finetune"));

@@ -3,7 +3,7 @@
 //! (`work/profile/valid_pool_3.safetensors`) so `prune` need not recompute them.
 
 use clap::Parser;
-use fineprune::cli::{self, CommonArgs};
+use fineprune::cli::{self, CommonArgs, ModelArgs};
 use fineprune::features::{self, POOL3_LEN};
 use fineprune::paths::Split;
 use fineprune::profile::{statistic_name, Profile};
@@ -17,9 +17,8 @@ use std::time::Instant;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Model (default: `<work>/ingest/model.safetensors`).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Clean validation images, Parquet or CSAW HDF5 (default: `<work>/ingest/valid.parquet`).
     #[arg(long)]
     input: Option<PathBuf>,
@@ -36,7 +35,7 @@ fineprune::use_allocator!();
 fn main() -> std::process::ExitCode {
     cli::stage("profile", |args: Args, config, paths| {
         let t = Instant::now();
-        let model = args.model.unwrap_or_else(|| paths.model());
+        let model = args.model.path(&paths);
         let input = args.input.unwrap_or_else(|| paths.dataset(Split::Valid));
         let output = args.output.unwrap_or_else(|| paths.activations());
         let features_output = args.features_output.unwrap_or_else(|| paths.valid_pool_3());

@@ -3,7 +3,7 @@
 //! step that loses each threshold (`work/prune/bd_net_prime_{T}_percent_threshold.safetensors`).
 
 use clap::Parser;
-use fineprune::cli::{self, CommonArgs};
+use fineprune::cli::{self, CommonArgs, ModelArgs};
 use fineprune::config::check_thresholds;
 use fineprune::features::Features;
 use fineprune::head::Head;
@@ -18,9 +18,8 @@ use std::time::Instant;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Model (default: `<work>/ingest/model.safetensors`).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Channel profile (default: `<work>/profile/activations.parquet`).
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -45,7 +44,7 @@ fn main() -> std::process::ExitCode {
             path: config.source.clone(),
             message,
         })?;
-        let model = args.model.unwrap_or_else(|| work.model());
+        let model = args.model.path(&work);
         let profile_path = args.profile.unwrap_or_else(|| work.activations());
         let features_path = args.features.unwrap_or_else(|| work.valid_pool_3());
         let out_dir = args.output_dir.unwrap_or_else(|| work.stage("prune"));
