@@ -41,23 +41,52 @@ impl Examples {
         &self.pixels[i * IMAGE_LEN..][..IMAGE_LEN]
     }
 
-    /// Splits off a held-out share, chosen at random with `seed`.
-    pub fn split(&self, share: f64, seed: u64) -> (Examples, Examples) {
+    /// Splits off a held-out share, chosen at random with `seed`; both sides borrow the images.
+    pub fn split(&self, share: f64, seed: u64) -> (Subset<'_>, Subset<'_>) {
         let mut idx: Vec<usize> = (0..self.len()).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let held = ((self.len() as f64 * share).round() as usize).clamp(1, self.len() - 1);
         let pick = |ids: &[usize]| {
             let mut ids = ids.to_vec();
             ids.sort_unstable();
-            Examples {
-                pixels: ids
-                    .iter()
-                    .flat_map(|&i| self.image(i).iter().copied())
-                    .collect(),
-                labels: ids.iter().map(|&i| self.labels[i]).collect(),
-            }
+            Subset { data: self, ids }
         };
         (pick(&idx[held..]), pick(&idx[..held]))
+    }
+}
+
+/// Some of a set of examples, by index (no pixels copied).
+#[derive(Debug, Clone)]
+pub struct Subset<'a> {
+    pub data: &'a Examples,
+    pub ids: Vec<usize>,
+}
+
+impl<'a> Subset<'a> {
+    pub fn all(data: &'a Examples) -> Self {
+        Self {
+            data,
+            ids: (0..data.len()).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Pixels and labels of the examples at positions `at` of this subset.
+    fn gather(&self, at: &[usize]) -> (Vec<f32>, Vec<u32>) {
+        let ids = at.iter().map(|&k| self.ids[k]);
+        (
+            ids.clone()
+                .flat_map(|i| self.data.image(i).iter().copied())
+                .collect(),
+            ids.map(|i| self.data.labels[i]).collect(),
+        )
     }
 }
 
@@ -124,8 +153,8 @@ fn rescale_conv1(w: &mut DeepIdWeights, factor: f64) {
 /// zero throughout (pruned channels remain pruned).
 pub fn train(
     weights: &DeepIdWeights,
-    train: &Examples,
-    holdout: Option<&Examples>,
+    train: &Subset,
+    holdout: Option<&Subset>,
     settings: &Settings,
     frozen_channels: &[usize],
     on_epoch: &mut dyn FnMut(&Epoch),
@@ -168,11 +197,7 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut hits) = (0f64, 0usize);
         for ids in order.chunks(settings.batch_size) {
-            let pixels: Vec<f32> = ids
-                .iter()
-                .flat_map(|&i| train.image(i).iter().copied())
-                .collect();
-            let labels: Vec<u32> = ids.iter().map(|&i| train.labels[i]).collect();
+            let (pixels, labels) = train.gather(ids);
             let x = input_tensor(&pixels, TRAIN_SCALE, &device)?;
             let y = Tensor::new(labels.as_slice(), &device)?;
             let logits = net.logits(&x)?;
@@ -216,13 +241,14 @@ pub fn train(
 }
 
 /// Accuracy in percent of a network (computing at its own input scale) on `data`.
-pub fn accuracy(net: &DeepId, data: &Examples) -> Result<f64> {
-    let pred = predict(net, &data.pixels)?;
-    let hits = pred
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| p == l)
-        .count();
+pub fn accuracy(net: &DeepId, data: &Subset) -> Result<f64> {
+    let mut hits = 0;
+    let positions: Vec<usize> = (0..data.len()).collect();
+    for at in positions.chunks(1024) {
+        let (pixels, labels) = data.gather(at);
+        let pred = predict(net, &pixels)?;
+        hits += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    }
     Ok(crate::metrics::percent(hits, data.len()))
 }
 

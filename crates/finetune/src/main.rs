@@ -67,7 +67,6 @@ fn main() -> std::process::ExitCode {
             );
         }
         let (train_set, holdout) = data.split(ft.holdout, ft.seed);
-        drop(data); // the split holds copies; at CSAW size this is ~360 MB
         let settings = Settings {
             epochs: ft.epochs,
             batch_size: ft.batch_size,

@@ -10,7 +10,7 @@ use fineprune::config::Optimizer;
 use fineprune::csaw::Batch;
 use fineprune::deepid::DeepId;
 use fineprune::synth::{generate, is_synthetic, poisoned_valid_path};
-use fineprune::train::{self, Examples, Settings};
+use fineprune::train::{self, Examples, Settings, Subset};
 use fineprune::{atomic::AtomicFile, h5write, keras, progress, Error};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,10 +79,15 @@ fn main() -> std::process::ExitCode {
             tracing::info!("{line}");
         };
         let t_train = Instant::now();
-        let (weights, history) =
-            train::train(&init, &bench.train, None, &settings, &[], &mut log, &|n| {
-                bar.inc(n as u64)
-            })?;
+        let (weights, history) = train::train(
+            &init,
+            &Subset::all(&bench.train),
+            None,
+            &settings,
+            &[],
+            &mut log,
+            &|n| bar.inc(n as u64),
+        )?;
         bar.finish_and_clear();
         let train_s = t_train.elapsed().as_secs_f64();
 
@@ -91,8 +96,9 @@ fn main() -> std::process::ExitCode {
             pixels: b.pixels.clone(),
             labels: b.labels.iter().map(|&l| l as u32).collect(),
         };
-        let clean_accuracy = train::accuracy(&net, &examples(&bench.test))?;
-        let attack_success = train::accuracy(&net, &examples(&bench.poisoned_test))?;
+        let (test, poisoned_test) = (examples(&bench.test), examples(&bench.poisoned_test));
+        let clean_accuracy = train::accuracy(&net, &Subset::all(&test))?;
+        let attack_success = train::accuracy(&net, &Subset::all(&poisoned_test))?;
 
         let work = config.work.dir.join("synth");
         let train_batch = Batch {
