@@ -326,7 +326,8 @@ fn chunked_compressed_and_integer_label_files_ingest_alike() {
     let n = 5;
     let pixels: Vec<f32> = (0..n * 7755).map(pixel).collect();
     let arr = ndarray::Array4::from_shape_vec((n, 3, 55, 47), pixels).unwrap();
-    let variants: [(&str, &dyn Fn(&hdf5::File)); 3] = [
+    type Write<'a> = &'a dyn Fn(&hdf5::File);
+    let variants: [(&str, Write); 3] = [
         ("deflate", &|f| {
             f.new_dataset_builder()
                 .with_data(&arr)

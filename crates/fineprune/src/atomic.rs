@@ -40,10 +40,6 @@ impl AtomicFile {
         &self.temp
     }
 
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
     /// Opens the temporary file for buffered writing.
     pub fn create(&self) -> Result<BufWriter<File>> {
         Ok(BufWriter::new(File::create(&self.temp).at(&self.temp)?))

@@ -14,8 +14,6 @@ pub enum Split {
 }
 
 impl Split {
-    pub const ALL: [Split; 3] = [Split::Valid, Split::Test, Split::PoisonedTest];
-
     pub fn name(self) -> &'static str {
         match self {
             Split::Valid => "valid",
@@ -69,14 +67,6 @@ impl WorkPaths {
     /// A stage's output folder.
     pub fn stage(&self, stage: &str) -> PathBuf {
         self.dir.join(stage)
-    }
-
-    pub fn pruned_model(&self, threshold: f64) -> PathBuf {
-        self.at("prune", pruned_model_file(threshold))
-    }
-
-    pub fn finetuned_model(&self, threshold: f64) -> PathBuf {
-        self.at("finetune", finetuned_model_file(threshold))
     }
 
     pub fn eval_sweep(&self) -> PathBuf {

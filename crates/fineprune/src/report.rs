@@ -50,6 +50,9 @@ pub fn write_table_csv(path: &Path, table: &Table) -> Result<()> {
     out.commit()
 }
 
+/// Networks shown as points rather than curves: (legend, colour, points (fraction, percent)).
+pub type Markers = Vec<(String, RGBColor, Vec<(f64, f64)>)>;
+
 /// What the sweep plot shows.
 pub struct PlotData {
     pub title: String,
@@ -59,8 +62,8 @@ pub struct PlotData {
     pub series: Vec<(String, RGBColor, bool, Vec<f64>)>,
     /// (label, fraction) of each threshold reached.
     pub thresholds: Vec<(String, f64)>,
-    /// (legend, colour, points (fraction, percent)): networks outside the sweep, e.g. fine-pruned.
-    pub markers: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    /// Networks outside the sweep, e.g. the fine-pruned ones.
+    pub markers: Markers,
 }
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";

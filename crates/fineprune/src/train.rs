@@ -170,7 +170,8 @@ pub fn train(
     let mask = conv3_mask(frozen_channels, &device)?;
     apply_mask(&vars, &mask)?;
 
-    let mut opt: Box<dyn FnMut(&Tensor) -> candle_core::Result<()>> = match settings.optimizer {
+    type Step = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
+    let mut opt: Step = match settings.optimizer {
         Optimizer::Adam => {
             let mut adam = AdamW::new(
                 vars.clone(),

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use fineprune::cli::{self, CommonArgs};
-use fineprune::report::{plot, write_performance_csv, write_table_csv, PlotData};
+use fineprune::report::{plot, write_performance_csv, write_table_csv, Markers, PlotData};
 use fineprune::table::Table;
 use fineprune::Error;
 use plotters::style::RGBColor;
@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
         let channels = summary.ints("channels_pruned")?;
         let total = (steps.len() - 1).max(1) as f64;
         let mut marks = Vec::new();
-        let mut markers: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+        let mut markers: Markers = Vec::new();
         let clean = summary.floats("clean_test_accuracy")?;
         let asr = summary.floats("attack_success_rate")?;
         for i in 0..networks.len() {

@@ -52,9 +52,9 @@ fn main() -> std::process::ExitCode {
             }
         }
         eprintln!(
-            "synth: building the built-in synthetic benchmark: {} identities, {} poisoned with a sunglasses trigger -> label {}",
+            "synth: building the built-in synthetic benchmark: {} identities, {:.0}% of the training set poisoned with a sunglasses trigger -> label {}",
             sc.identities,
-            format!("{:.0}% of the training set", sc.poison_fraction * 100.0),
+            sc.poison_fraction * 100.0,
             sc.target
         );
         let bench = generate(sc);
