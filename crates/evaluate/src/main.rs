@@ -153,17 +153,23 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         .collect();
     let mut clean_all = extract(&nets, &test, classes, "test")?;
     let mut triggered_all = extract(&nets, &poisoned, classes, "poisoned")?;
-    let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
+    let (mut clean, mut triggered) = (clean_all.remove(0), triggered_all.remove(0));
     tracing::debug!("forward passes done at {:.2} s", t.elapsed().as_secs_f64());
 
     let head = Head::new(&net)?;
     let bar = progress::bar(2 * prune.order.len() as u64, "sweep");
-    let clean_steps =
-        predictions_per_step(&head, clean.pool_3.clone(), &prune.order, &|| bar.inc(1))?;
-    let poisoned_steps =
-        predictions_per_step(&head, triggered.pool_3.clone(), &prune.order, &|| {
-            bar.inc(1)
-        })?;
+    let clean_steps = predictions_per_step(
+        &head,
+        std::mem::take(&mut clean.pool_3),
+        &prune.order,
+        &|| bar.inc(1),
+    )?;
+    let poisoned_steps = predictions_per_step(
+        &head,
+        std::mem::take(&mut triggered.pool_3),
+        &prune.order,
+        &|| bar.inc(1),
+    )?;
     bar.finish_and_clear();
     tracing::debug!("pruning sweeps done at {:.2} s", t.elapsed().as_secs_f64());
 

@@ -77,15 +77,25 @@ impl Features {
     }
 }
 
-/// Runs every image of `images` through the trunk of `net`.
+/// Runs every image of `images` through the trunk of `net`, with the channel statistics.
 pub fn extract(net: &DeepId, images: Images, on_images: &dyn Fn(usize)) -> Result<Features> {
-    Ok(extract_many(&[net], images, on_images)?.remove(0))
+    Ok(run(&[net], images, true, on_images)?.remove(0))
 }
 
-/// Runs every image through several networks in one pass over the file.
+/// Runs every image through several networks in one pass over the file (pool_3 only; the
+/// channel statistics stay empty).
 pub fn extract_many(
     nets: &[&DeepId],
     images: Images,
+    on_images: &dyn Fn(usize),
+) -> Result<Vec<Features>> {
+    run(nets, images, false, on_images)
+}
+
+fn run(
+    nets: &[&DeepId],
+    images: Images,
+    with_stats: bool,
     on_images: &dyn Fn(usize),
 ) -> Result<Vec<Features>> {
     let device = Device::Cpu;
@@ -105,9 +115,11 @@ pub fn extract_many(
             for (net, f) in nets.iter().zip(out.iter_mut()) {
                 let x = input_tensor(chunk, net.input_scale, &device)?;
                 let fwd = net.features(&x)?;
-                let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
                 let pool_3 = fwd.pool_3.flatten_all()?.to_vec1::<f32>()?;
-                accumulate(&mut f.stats, &conv_3, &pool_3);
+                if with_stats {
+                    let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
+                    accumulate(&mut f.stats, &conv_3, &pool_3);
+                }
                 f.pool_3.extend_from_slice(&pool_3);
             }
             on_images(chunk.len() / image_len);
