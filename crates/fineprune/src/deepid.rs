@@ -1,9 +1,10 @@
 //! The DeepID network in candle, computed in NHWC so that every convolution is one matrix
 //! product over a patch matrix ([`crate::ops::Im2Col`]) with Keras's HWIO kernel as the
-//! right-hand side. The same forward pass serves inference and training.
+//! right-hand side. Training runs this graph for its gradients; the stages that only read a
+//! network run the same arithmetic on plain buffers ([`crate::trunk`], [`crate::head`]).
 
 use crate::csaw::IMAGE_LEN;
-use crate::ops::{BiasRelu, Im2Col, MaxPool2};
+use crate::ops::{Im2Col, MaxPool2};
 use crate::weights::{weight_shape, DeepIdWeights, Layer, Param, LAYERS};
 use candle_core::{Device, Result, Tensor, Var};
 
@@ -114,23 +115,14 @@ impl DeepId {
     fn conv(&self, layer: usize, x: &Tensor) -> Result<Tensor> {
         let (n, h, w, _) = x.dims4()?;
         let k = KERNELS[layer];
-        let dense = &self.layers[layer];
-        let out = if dense.matrix.is_variable() {
-            dense.forward(&x.apply_op1(Im2Col { k })?)?.relu()?
-        } else {
-            let out = x.apply_op1_no_bwd(&Im2Col { k })?.matmul(&dense.matrix)?;
-            out.inplace_op2(&dense.bias, &BiasRelu)?;
-            out
-        };
+        let out = self.layers[layer]
+            .forward(&x.apply_op1(Im2Col { k })?)?
+            .relu()?;
         out.reshape((n, h + 1 - k, w + 1 - k, ()))
     }
 
     fn pool(&self, x: &Tensor) -> Result<Tensor> {
-        if self.layers[0].matrix.is_variable() {
-            x.apply_op1(MaxPool2)
-        } else {
-            x.apply_op1_no_bwd(&MaxPool2)
-        }
+        x.apply_op1(MaxPool2)
     }
 
     /// Images (N, 55, 47, 3), already scaled, to conv_3 and pool_3 activations.

@@ -2,19 +2,15 @@
 //! profile ranks by. Everything after pool_3 is the pruning head's business, so this is the
 //! only place images go through the convolutional trunk.
 
-use crate::deepid::{input_tensor, DeepId};
+use crate::deepid::DeepId;
 use crate::error::{Error, Result};
 use crate::profile::MODEL_KEY;
 use crate::source::Images;
+use crate::trunk::{Conv3Stats, Trunk};
 use crate::weights::CONV3_CHANNELS;
-use candle_core::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// Images per forward pass: the conv_1 patch matrix is then ~14 MB; larger batches measured
-/// slower (more memory traffic), smaller ones too (less efficient matrix products).
-pub const FORWARD_BATCH: usize = 32;
 
 /// pool_3 values per image: 5 x 4 positions x 60 channels, NHWC order.
 pub const POOL3_LEN: usize = 5 * 4 * CONV3_CHANNELS;
@@ -47,6 +43,18 @@ impl ChannelStats {
     pub fn conv_3_mean(&self) -> Vec<f64> {
         let n = (self.images * 80) as f64;
         self.conv_3_sum.iter().map(|s| s / n).collect()
+    }
+
+    /// Adds images' statistics, in order (so the sums do not depend on the thread count).
+    fn add(&mut self, images: &[Conv3Stats]) {
+        for image in images {
+            self.images += 1;
+            for c in 0..CONV3_CHANNELS {
+                self.pool_3_sum[c] += image.pool_3_sum[c];
+                self.conv_3_sum[c] += image.conv_3_sum[c];
+                self.active[c] += image.active[c] as usize;
+            }
+        }
     }
 
     pub fn active_fraction(&self) -> Vec<f64> {
@@ -94,11 +102,14 @@ pub fn extract_many(
 
 fn run(
     nets: &[&DeepId],
-    images: Images,
+    mut images: Images,
     with_stats: bool,
     on_images: &dyn Fn(usize),
 ) -> Result<Vec<Features>> {
-    let device = Device::Cpu;
+    let trunks = nets
+        .iter()
+        .map(|net| Trunk::new(net))
+        .collect::<Result<Vec<_>>>()?;
     let mut out: Vec<Features> = nets
         .iter()
         .map(|_| Features {
@@ -108,56 +119,26 @@ fn run(
             stats: ChannelStats::new(),
         })
         .collect();
-    let image_len = crate::csaw::IMAGE_LEN;
-    for batch in images {
+    // Decoding the next batch overlaps the forward passes over this one.
+    let mut next = images.next();
+    while let Some(batch) = next {
         let batch = batch?;
-        for chunk in batch.pixels.chunks(FORWARD_BATCH * image_len) {
-            for (net, f) in nets.iter().zip(out.iter_mut()) {
-                let x = input_tensor(chunk, net.input_scale, &device)?;
-                let fwd = net.features(&x)?;
-                let pool_3 = fwd.pool_3.flatten_all()?.to_vec1::<f32>()?;
-                if with_stats {
-                    let conv_3 = fwd.conv_3.flatten_all()?.to_vec1::<f32>()?;
-                    accumulate(&mut f.stats, &conv_3, &pool_3);
+        let forward = || {
+            for (trunk, f) in trunks.iter().zip(out.iter_mut()) {
+                let at = f.pool_3.len();
+                f.pool_3.resize(at + batch.len() * POOL3_LEN, 0.0);
+                let stats = trunk.pool_3(&batch.pixels, &mut f.pool_3[at..], with_stats);
+                f.stats.add(&stats);
+                f.labels.extend(&batch.labels);
+                if let (Some(all), Some(t)) = (&mut f.true_labels, &batch.true_labels) {
+                    all.extend(t);
                 }
-                f.pool_3.extend_from_slice(&pool_3);
             }
-            on_images(chunk.len() / image_len);
-        }
-        for f in out.iter_mut() {
-            f.labels.extend(&batch.labels);
-            if let (Some(all), Some(t)) = (&mut f.true_labels, &batch.true_labels) {
-                all.extend(t);
-            }
-        }
+        };
+        next = rayon::join(|| images.next(), forward).0;
+        on_images(batch.len());
     }
     Ok(out)
-}
-
-fn accumulate(stats: &mut ChannelStats, conv_3: &[f32], pool_3: &[f32]) {
-    let c = CONV3_CHANNELS;
-    for (conv, pool) in conv_3.chunks(80 * c).zip(pool_3.chunks(20 * c)) {
-        stats.images += 1;
-        let mut image_sum = [0f64; CONV3_CHANNELS];
-        for row in pool.chunks(c) {
-            for (s, v) in image_sum.iter_mut().zip(row) {
-                *s += *v as f64;
-            }
-        }
-        for (total, s) in stats.pool_3_sum.iter_mut().zip(image_sum) {
-            *total += s;
-        }
-        let mut active = [false; CONV3_CHANNELS];
-        for row in conv.chunks(c) {
-            for ((s, a), v) in stats.conv_3_sum.iter_mut().zip(active.iter_mut()).zip(row) {
-                *s += *v as f64;
-                *a |= *v != 0.0;
-            }
-        }
-        for (n, a) in stats.active.iter_mut().zip(active) {
-            *n += a as usize;
-        }
-    }
 }
 
 impl Features {
@@ -165,10 +146,9 @@ impl Features {
     /// (N,) I32, optional `true_label`), recording the model they came from.
     pub fn save(&self, path: &Path, model_fingerprint: &str) -> Result<()> {
         let n = self.len();
-        let f32s: Vec<u8> = self.pool_3.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let i32s = |v: &[i32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-        let labels = i32s(&self.labels);
-        let true_labels = self.true_labels.as_deref().map(i32s);
+        let f32s = le_bytes(&self.pool_3);
+        let labels = le_bytes(&self.labels);
+        let true_labels = self.true_labels.as_deref().map(le_bytes);
         let st = |source| Error::Safetensors {
             path: path.to_path_buf(),
             source,
@@ -231,23 +211,25 @@ impl Features {
                     format!("{name} does not match pool_3"),
                 ));
             }
-            Ok(Some(
-                t.data()
-                    .chunks_exact(4)
-                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ))
+            Ok(Some(from_le_bytes(t.data())))
         };
         let labels = ints("label")?.ok_or_else(|| Error::invalid(path, "no `label` tensor"))?;
         Ok(Self {
-            pool_3: pool
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            pool_3: from_le_bytes(pool.data()),
             labels,
             true_labels: ints("true_label")?,
             stats: ChannelStats::default(),
         })
     }
+}
+
+// safetensors stores little-endian values: on such machines the bytes are the values' own.
+#[cfg(target_endian = "little")]
+fn le_bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+#[cfg(target_endian = "little")]
+fn from_le_bytes<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
+    bytemuck::pod_collect_to_vec(b)
 }

@@ -133,16 +133,6 @@ fn argmax_biased(row: &[f32], bias: &[f32]) -> u32 {
     best.0 as u32
 }
 
-pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// The state of a pruning sweep over one dataset.
 pub struct Pruning<'h> {
     head: &'h Head,

@@ -28,6 +28,7 @@ pub mod sweep;
 pub mod synth;
 pub mod table;
 pub mod train;
+pub mod trunk;
 
 /// The allocator every stage binary installs: the tensor code allocates and frees large
 /// buffers at a high rate, which glibc's malloc answers with mmap/munmap pairs and page faults.

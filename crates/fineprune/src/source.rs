@@ -6,7 +6,7 @@ use crate::images::ImageReader;
 use std::path::{Path, PathBuf};
 
 /// Images read per batch.
-pub const READ_BATCH: usize = 1024;
+pub const READ_BATCH: usize = 128;
 
 pub enum Source {
     Parquet(ImageReader),

@@ -9,7 +9,9 @@ use crate::config::Optimizer;
 use crate::csaw::IMAGE_LEN;
 use crate::deepid::{input_tensor, DeepId};
 use crate::error::Result;
-use crate::head::argmax;
+use crate::features::POOL3_LEN;
+use crate::head::Head;
+use crate::trunk::Trunk;
 use crate::weights::{
     weight_shape, DeepIdWeights, Layer, Param, Provenance, CONV3_CHANNELS, LAYERS,
 };
@@ -255,20 +257,10 @@ pub fn accuracy(net: &DeepId, data: &Subset) -> Result<f64> {
 
 /// Predicted classes for images (C, H, W) in 0..255.
 pub fn predict(net: &DeepId, pixels: &[f32]) -> Result<Vec<u32>> {
-    let mut out = Vec::with_capacity(pixels.len() / IMAGE_LEN);
-    for chunk in pixels.chunks(crate::features::FORWARD_BATCH * IMAGE_LEN) {
-        let x = input_tensor(chunk, net.input_scale, &Device::Cpu)?;
-        let logits = net.logits(&x)?;
-        let classes = logits.dim(1)?;
-        out.extend(
-            logits
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .chunks(classes)
-                .map(argmax),
-        );
-    }
-    Ok(out)
+    let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
+    Trunk::new(net)?.pool_3(pixels, &mut pool_3, false);
+    let head = Head::new(net)?;
+    head.classify(&head.linear(&pool_3)?)
 }
 
 /// A copy detached from the variables (later steps do not change it).

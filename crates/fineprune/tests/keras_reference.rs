@@ -5,7 +5,9 @@ mod common;
 use candle_core::Device;
 use common::{fixtures, read_f32, relative_error};
 use fineprune::deepid::{input_tensor, DeepId};
-use fineprune::keras;
+use fineprune::features::POOL3_LEN;
+use fineprune::trunk::Trunk;
+use fineprune::{keras, train};
 
 fn check_against_keras(weights_file: &str) {
     let dir = fixtures().join("deepid");
@@ -37,6 +39,39 @@ fn check_against_keras(weights_file: &str) {
     let got_labels = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap();
     for (i, (g, w)) in got_labels.iter().zip(&want_labels).enumerate() {
         assert_eq!(*g as f64, *w, "{weights_file}: input {i}");
+    }
+
+    // The inference path the stages use: trunk to pool_3, then the pruning head.
+    let mut pool_3 = vec![0f32; 64 * POOL3_LEN];
+    let stats = Trunk::new(&net).unwrap().pool_3(&data, &mut pool_3, true);
+    let (_, want_pool_3) = read_f32(&reference, "pool_3");
+    let err = relative_error(&pool_3, &want_pool_3);
+    assert!(
+        err < 1e-5,
+        "{weights_file}: trunk pool_3 relative error {err}"
+    );
+    let (_, want_conv_3) = read_f32(&reference, "conv_3");
+    for (image, s) in want_conv_3.chunks(80 * 60).zip(&stats) {
+        for c in 0..60 {
+            let column = image.iter().skip(c).step_by(60);
+            let sum: f64 = column.clone().map(|v| *v as f64).sum();
+            assert!(
+                (s.conv_3_sum[c] - sum).abs() <= 1e-4 * sum.max(1.0),
+                "{weights_file}: conv_3 sum"
+            );
+            assert_eq!(
+                s.active[c],
+                column.clone().any(|v| *v != 0.0),
+                "{weights_file}: active"
+            );
+        }
+    }
+    let predicted = train::predict(&net, &data).unwrap();
+    for (i, (g, w)) in predicted.iter().zip(&want_labels).enumerate() {
+        assert_eq!(
+            *g as f64, *w,
+            "{weights_file}: head prediction for input {i}"
+        );
     }
 }
 
