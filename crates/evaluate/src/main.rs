@@ -12,7 +12,7 @@ use fineprune::head::Head;
 use fineprune::paths::{self, Split};
 use fineprune::profile::check_same_model;
 use fineprune::source::Images;
-use fineprune::sweep::{predictions_per_step, PruneSweep};
+use fineprune::sweep::PruneSweep;
 use fineprune::table::{Column, Table};
 use fineprune::{deepid, metrics, progress, Error};
 use std::path::{Path, PathBuf};
@@ -78,8 +78,7 @@ fn extract(
 
 /// Predicted classes from pool_3 activations.
 fn classify(net: &DeepId, f: &Features) -> anyhow::Result<Vec<u32>> {
-    let head = Head::new(net)?;
-    Ok(head.classify(&head.linear(&f.pool_3)?)?)
+    Ok(Head::new(net)?.classify(&f.pool_3))
 }
 
 /// The fine-pruned model of each threshold reached, if `finetune` made one from this sweep.
@@ -153,23 +152,13 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         .collect();
     let mut clean_all = extract(&nets, &test, classes, "test")?;
     let mut triggered_all = extract(&nets, &poisoned, classes, "poisoned")?;
-    let (mut clean, mut triggered) = (clean_all.remove(0), triggered_all.remove(0));
+    let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
     tracing::debug!("forward passes done at {:.2} s", t.elapsed().as_secs_f64());
 
     let head = Head::new(&net)?;
-    let bar = progress::bar(2 * prune.order.len() as u64, "sweep");
-    let clean_steps = predictions_per_step(
-        &head,
-        std::mem::take(&mut clean.pool_3),
-        &prune.order,
-        &|| bar.inc(1),
-    )?;
-    let poisoned_steps = predictions_per_step(
-        &head,
-        std::mem::take(&mut triggered.pool_3),
-        &prune.order,
-        &|| bar.inc(1),
-    )?;
+    let bar = progress::bar((clean.len() + triggered.len()) as u64, "sweep");
+    let clean_steps = head.sweep(&clean.pool_3, &prune.order, &|n| bar.inc(n as u64));
+    let poisoned_steps = head.sweep(&triggered.pool_3, &prune.order, &|n| bar.inc(n as u64));
     bar.finish_and_clear();
     tracing::debug!("pruning sweeps done at {:.2} s", t.elapsed().as_secs_f64());
 

@@ -1,195 +1,264 @@
-//! The network from pool_3 to the class, arranged for pruning. Pruning a conv_3 channel zeroes
-//! that channel of pool_3, and everything from pool_3 up to the first non-linearity (conv_4's
-//! pre-activation and fc_1) is linear in pool_3, so one matrix `L` (1200 x 1120) maps pool_3 to
-//! those pre-activations and removing channel c subtracts `pool_3[:, c] @ L[c rows]` (20 rows).
-//! Only fc_2 and the output layer are recomputed, and only for images on which c is non-zero.
+//! The network from pool_3 to the class, arranged for pruning. Pruning conv_3 channel c
+//! zeroes channel c of pool_3, and conv_4's and fc_1's pre-activations are linear in pool_3,
+//! so a pruned image's pre-activations are the old ones minus channel c's share, which
+//! touches at most four of conv_4's twelve positions. Each image keeps its activations and
+//! logits from step to step and carries only what changed upward: the conv_4 units whose
+//! ReLU output moved (a few percent of them) into fc_2, the hidden units that moved (about
+//! a fifth) into the logits. An image on which channel c is zero everywhere keeps its
+//! prediction without any work. Images go through the whole sweep in small blocks, so a
+//! block's activations and the weights stay in its core's cache.
 
-use crate::deepid::{DeepId, Dense};
+use crate::deepid::DeepId;
 use crate::error::Result;
 use crate::features::POOL3_LEN;
-use crate::weights::CONV3_CHANNELS;
-use candle_core::{Device, Tensor};
+use crate::linalg::{argmax, axpy, im2col, matmul};
+use crate::weights::{CONV3_CHANNELS as C, FEATURES};
+use rayon::prelude::*;
 
-/// conv_4 output positions (4 x 3) x 80 channels.
-const CONV4_LEN: usize = 4 * 3 * 80;
-const FC_LEN: usize = crate::weights::FEATURES;
-/// Pre-activations per image: conv_4 (960) then fc_1 (160).
-pub const PRE_LEN: usize = CONV4_LEN + FC_LEN;
-/// Images per matrix product, to bound memory.
-const CHUNK: usize = 1024;
+/// pool_3's grid, and conv_4's output grid (2x2 kernel, valid) and channels.
+const POOL_W: usize = 4;
+const POSITIONS: usize = 5 * POOL_W;
+const CONV4_H: usize = 4;
+const CONV4_W: usize = 3;
+const CONV4_OUT: usize = 80;
+const CONV4_LEN: usize = CONV4_H * CONV4_W * CONV4_OUT;
+/// Images per block.
+const BLOCK: usize = 32;
 
 pub struct Head {
-    linear: Dense,
-    /// Per conv_3 channel, its 20 rows of `linear`.
-    channel_rows: Vec<Tensor>,
-    fc_2: Dense,
-    output: Dense,
+    /// (2 * 2 * 60, 80), rows in (ky, kx, channel) order.
+    conv_4: Vec<f32>,
+    conv_4_bias: Vec<f32>,
+    /// (1200, 160), rows in pool_3's NHWC order.
+    fc_1: Vec<f32>,
+    fc_1_bias: Vec<f32>,
+    /// (960, 160), rows in conv_4's NHWC order.
+    fc_2: Vec<f32>,
+    fc_2_bias: Vec<f32>,
+    /// (160, classes).
+    output: Vec<f32>,
+    output_bias: Vec<f32>,
+    classes: usize,
+}
+
+/// The activations of a block of images above pool_3.
+#[derive(Default)]
+struct Block {
+    /// conv_4 before and after ReLU (n x 960).
+    conv_4_pre: Vec<f32>,
+    conv_4: Vec<f32>,
+    /// fc_1 with its bias (n x 160).
+    fc_1: Vec<f32>,
+    /// conv_4 @ fc_2, without the bias (n x 160).
+    fc_2: Vec<f32>,
+    /// relu(fc_1 + fc_2 + fc_2 bias) (n x 160).
+    hidden: Vec<f32>,
+    /// With the output bias (n x classes).
+    logits: Vec<f32>,
+    patches: Vec<f32>,
 }
 
 impl Head {
     pub fn new(net: &DeepId) -> Result<Self> {
-        let device = Device::Cpu;
-        let conv_4 = net.layers[3].matrix.flatten_all()?.to_vec1::<f32>()?;
-        let fc_1 = net.layers[4].matrix.flatten_all()?.to_vec1::<f32>()?;
-        let c = CONV3_CHANNELS;
-        let mut l = vec![0f32; POOL3_LEN * PRE_LEN];
-        // conv_4 (2x2, valid) over the 5x4 pool_3 grid as a dense map.
-        for oy in 0..4 {
-            for ox in 0..3 {
-                for ky in 0..2 {
-                    for kx in 0..2 {
-                        let p = (oy + ky) * 4 + ox + kx;
-                        for ch in 0..c {
-                            let src = &conv_4[((ky * 2 + kx) * c + ch) * 80..][..80];
-                            let row = (p * c + ch) * PRE_LEN + (oy * 3 + ox) * 80;
-                            l[row..row + 80].copy_from_slice(src);
-                        }
-                    }
-                }
-            }
-        }
-        for r in 0..POOL3_LEN {
-            l[r * PRE_LEN + CONV4_LEN..][..FC_LEN].copy_from_slice(&fc_1[r * FC_LEN..][..FC_LEN]);
-        }
-        let conv_4_bias = net.layers[3].bias.repeat(12)?; // one copy per output position
-        let bias = Tensor::cat(&[&conv_4_bias, &net.layers[4].bias], 0)?;
-        let channel_rows = (0..c)
-            .map(|ch| {
-                let rows: Vec<f32> = (0..20)
-                    .flat_map(|p| l[(p * c + ch) * PRE_LEN..][..PRE_LEN].iter().copied())
-                    .collect();
-                Tensor::from_vec(rows, (20, PRE_LEN), &device)
-            })
-            .collect::<candle_core::Result<_>>()?;
+        let matrix =
+            |i: usize| -> Result<Vec<f32>> { Ok(net.layers[i].matrix.flatten_all()?.to_vec1()?) };
+        let bias = |i: usize| -> Result<Vec<f32>> { Ok(net.layers[i].bias.to_vec1()?) };
         Ok(Self {
-            linear: Dense {
-                matrix: Tensor::from_vec(l, (POOL3_LEN, PRE_LEN), &device)?,
-                bias,
-            },
-            channel_rows,
-            fc_2: net.layers[5].clone(),
-            output: net.layers[6].clone(),
+            conv_4: matrix(3)?,
+            conv_4_bias: bias(3)?,
+            fc_1: matrix(4)?,
+            fc_1_bias: bias(4)?,
+            fc_2: matrix(5)?,
+            fc_2_bias: bias(5)?,
+            output: matrix(6)?,
+            output_bias: bias(6)?,
+            classes: net.classes(),
         })
     }
 
-    /// pool_3 rows -> pre-activations.
-    pub fn linear(&self, pool_3: &[f32]) -> Result<Vec<f32>> {
-        let mut pre = Vec::with_capacity(pool_3.len() / POOL3_LEN * PRE_LEN);
-        for chunk in pool_3.chunks(CHUNK * POOL3_LEN) {
-            let n = chunk.len() / POOL3_LEN;
-            let x = Tensor::from_slice(chunk, (n, POOL3_LEN), &Device::Cpu)?;
-            pre.extend(self.linear.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(pre)
+    /// Predicted classes of pool_3 rows.
+    pub fn classify(&self, pool_3: &[f32]) -> Vec<u32> {
+        pool_3
+            .par_chunks(BLOCK * POOL3_LEN)
+            .map_init(Block::default, |block, pool_3| {
+                self.start(pool_3, block);
+                block
+                    .logits
+                    .chunks(self.classes)
+                    .map(argmax)
+                    .collect::<Vec<_>>()
+            })
+            .flatten_iter()
+            .collect()
     }
 
-    /// Pre-activations -> predicted classes (the first maximum wins a tie, as in numpy).
-    /// The element-wise steps run over plain buffers between the two matrix products, so
-    /// each chunk costs two products and no tensor temporaries.
-    pub fn classify(&self, pre: &[f32]) -> Result<Vec<u32>> {
-        let fc_2_bias = self.fc_2.bias.to_vec1::<f32>()?;
-        let output_bias = self.output.bias.to_vec1::<f32>()?;
-        let mut out = Vec::with_capacity(pre.len() / PRE_LEN);
-        for chunk in pre.chunks(CHUNK * PRE_LEN) {
-            let n = chunk.len() / PRE_LEN;
-            let conv_4: Vec<f32> = chunk
-                .chunks(PRE_LEN)
-                .flat_map(|row| row[..CONV4_LEN].iter().map(|v| v.max(0.0)))
-                .collect();
-            let conv_4 = Tensor::from_vec(conv_4, (n, CONV4_LEN), &Device::Cpu)?;
-            let mut hidden = conv_4
-                .matmul(&self.fc_2.matrix)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            for (h, row) in hidden.chunks_mut(FC_LEN).zip(chunk.chunks(PRE_LEN)) {
-                for ((v, b), f) in h.iter_mut().zip(&fc_2_bias).zip(&row[CONV4_LEN..]) {
-                    *v = (*v + b + f).max(0.0);
+    /// Predictions of the pruned network after 0, 1, ..., `order.len()` channels are removed
+    /// (step 0 is the unpruned network), one vector per step; `on_images` hears of each
+    /// block of images done.
+    pub fn sweep(
+        &self,
+        pool_3: &[f32],
+        order: &[usize],
+        on_images: &(dyn Fn(usize) + Sync),
+    ) -> Vec<Vec<u32>> {
+        let blocks: Vec<Vec<u32>> = pool_3
+            .par_chunks(BLOCK * POOL3_LEN)
+            .map_init(Block::default, |block, pool_3| {
+                let n = pool_3.len() / POOL3_LEN;
+                let steps = pulp::Arch::new().dispatch(|| self.sweep_block(pool_3, order, block));
+                on_images(n);
+                steps
+            })
+            .collect();
+        let n = pool_3.len() / POOL3_LEN;
+        (0..=order.len())
+            .map(|s| {
+                let mut step = Vec::with_capacity(n);
+                for (b, steps) in blocks.iter().enumerate() {
+                    let size = BLOCK.min(n - b * BLOCK);
+                    step.extend_from_slice(&steps[s * size..][..size]);
+                }
+                step
+            })
+            .collect()
+    }
+
+    /// One block's predictions, step-major.
+    #[inline(always)]
+    fn sweep_block(&self, pool_3: &[f32], order: &[usize], block: &mut Block) -> Vec<u32> {
+        let n = pool_3.len() / POOL3_LEN;
+        self.start(pool_3, block);
+        let mut steps: Vec<u32> = block.logits.chunks(self.classes).map(argmax).collect();
+        for (s, &channel) in order.iter().enumerate() {
+            for (i, image) in pool_3.chunks(POOL3_LEN).enumerate() {
+                let prediction = if self.prune(image, channel, i, block) {
+                    argmax(&block.logits[i * self.classes..][..self.classes])
+                } else {
+                    steps[s * n + i]
+                };
+                steps.push(prediction);
+            }
+        }
+        steps
+    }
+
+    /// The activations of unpruned images.
+    fn start(&self, pool_3: &[f32], b: &mut Block) {
+        let n = pool_3.len() / POOL3_LEN;
+        let positions = CONV4_H * CONV4_W;
+        im2col(pool_3, (n, 5, POOL_W, C), 2, &mut b.patches);
+        b.conv_4_pre.resize(n * CONV4_LEN, 0.0);
+        matmul(
+            n * positions,
+            4 * C,
+            CONV4_OUT,
+            &b.patches,
+            &self.conv_4,
+            &mut b.conv_4_pre,
+        );
+        add_bias(&mut b.conv_4_pre, &self.conv_4_bias);
+        b.conv_4.clear();
+        b.conv_4.extend(b.conv_4_pre.iter().map(|v| v.max(0.0)));
+        b.fc_1.resize(n * FEATURES, 0.0);
+        matmul(n, POOL3_LEN, FEATURES, pool_3, &self.fc_1, &mut b.fc_1);
+        add_bias(&mut b.fc_1, &self.fc_1_bias);
+        b.fc_2.resize(n * FEATURES, 0.0);
+        matmul(n, CONV4_LEN, FEATURES, &b.conv_4, &self.fc_2, &mut b.fc_2);
+        b.hidden.resize(n * FEATURES, 0.0);
+        for ((h, z), f) in b
+            .hidden
+            .chunks_mut(FEATURES)
+            .zip(b.fc_2.chunks(FEATURES))
+            .zip(b.fc_1.chunks(FEATURES))
+        {
+            for k in 0..FEATURES {
+                h[k] = hidden_unit(z[k], self.fc_2_bias[k], f[k]);
+            }
+        }
+        b.logits.resize(n * self.classes, 0.0);
+        matmul(
+            n,
+            FEATURES,
+            self.classes,
+            &b.hidden,
+            &self.output,
+            &mut b.logits,
+        );
+        add_bias(&mut b.logits, &self.output_bias);
+    }
+
+    /// Removes `channel` from image `i` of the block (whose pool_3 is `image`); returns
+    /// whether anything changed.
+    #[inline(always)]
+    fn prune(&self, image: &[f32], channel: usize, i: usize, b: &mut Block) -> bool {
+        let x: [f32; POSITIONS] = std::array::from_fn(|p| image[p * C + channel]);
+        if x.iter().all(|v| *v == 0.0) {
+            return false;
+        }
+        let pre = &mut b.conv_4_pre[i * CONV4_LEN..][..CONV4_LEN];
+        let fc_1 = &mut b.fc_1[i * FEATURES..][..FEATURES];
+        let mut touched = [false; CONV4_H * CONV4_W];
+        for (p, &v) in x.iter().enumerate().filter(|(_, v)| **v != 0.0) {
+            let (py, px) = (p / POOL_W, p % POOL_W);
+            // The conv_4 outputs whose 2x2 window covers position p.
+            for (ky, kx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let (Some(oy), Some(ox)) = (py.checked_sub(ky), px.checked_sub(kx)) else {
+                    continue;
+                };
+                if oy < CONV4_H && ox < CONV4_W {
+                    let q = oy * CONV4_W + ox;
+                    touched[q] = true;
+                    let w = &self.conv_4[((ky * 2 + kx) * C + channel) * CONV4_OUT..];
+                    axpy(&mut pre[q * CONV4_OUT..][..CONV4_OUT], -v, &w[..CONV4_OUT]);
                 }
             }
-            let hidden = Tensor::from_vec(hidden, (n, FC_LEN), &Device::Cpu)?;
-            let logits = hidden
-                .matmul(&self.output.matrix)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            out.extend(
-                logits
-                    .chunks(output_bias.len())
-                    .map(|row| argmax_biased(row, &output_bias)),
+            axpy(
+                fc_1,
+                -v,
+                &self.fc_1[(p * C + channel) * FEATURES..][..FEATURES],
             );
         }
-        Ok(out)
-    }
-}
-
-/// The index of the largest `row[i] + bias[i]`.
-fn argmax_biased(row: &[f32], bias: &[f32]) -> u32 {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, (v, b)) in row.iter().zip(bias).enumerate() {
-        let x = v + b;
-        if x > best.1 {
-            best = (i, x);
-        }
-    }
-    best.0 as u32
-}
-
-/// The state of a pruning sweep over one dataset.
-pub struct Pruning<'h> {
-    head: &'h Head,
-    pool_3: Vec<f32>,
-    pre: Vec<f32>,
-    /// The current predictions of the pruned network.
-    pub predictions: Vec<u32>,
-}
-
-impl<'h> Pruning<'h> {
-    pub fn new(head: &'h Head, pool_3: Vec<f32>) -> Result<Self> {
-        let pre = head.linear(&pool_3)?;
-        let predictions = head.classify(&pre)?;
-        Ok(Self {
-            head,
-            pool_3,
-            pre,
-            predictions,
-        })
-    }
-
-    /// Prunes conv_3 channel `channel`; returns how many images it could affect.
-    pub fn prune(&mut self, channel: usize) -> Result<usize> {
-        let c = CONV3_CHANNELS;
-        let affected: Vec<usize> = self
-            .pool_3
-            .chunks(POOL3_LEN)
-            .enumerate()
-            .filter(|(_, row)| (0..20).any(|p| row[p * c + channel] != 0.0))
-            .map(|(i, _)| i)
-            .collect();
-        for ids in affected.chunks(CHUNK) {
-            let mut x = Vec::with_capacity(ids.len() * 20);
-            for &i in ids {
-                let row = &mut self.pool_3[i * POOL3_LEN..][..POOL3_LEN];
-                for p in 0..20 {
-                    x.push(row[p * c + channel]);
-                    row[p * c + channel] = 0.0;
+        let conv_4 = &mut b.conv_4[i * CONV4_LEN..][..CONV4_LEN];
+        let fc_2 = &mut b.fc_2[i * FEATURES..][..FEATURES];
+        for q in (0..touched.len()).filter(|&q| touched[q]) {
+            for j in q * CONV4_OUT..(q + 1) * CONV4_OUT {
+                let new = pre[j].max(0.0);
+                if new != conv_4[j] {
+                    axpy(
+                        fc_2,
+                        new - conv_4[j],
+                        &self.fc_2[j * FEATURES..][..FEATURES],
+                    );
+                    conv_4[j] = new;
                 }
             }
-            let x = Tensor::from_vec(x, (ids.len(), 20), &Device::Cpu)?;
-            let delta = x
-                .matmul(&self.head.channel_rows[channel])?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            let mut pre = Vec::with_capacity(ids.len() * PRE_LEN);
-            for (k, &i) in ids.iter().enumerate() {
-                let row = &mut self.pre[i * PRE_LEN..][..PRE_LEN];
-                for (r, d) in row.iter_mut().zip(&delta[k * PRE_LEN..][..PRE_LEN]) {
-                    *r -= d;
-                }
-                pre.extend_from_slice(row);
-            }
-            for (&i, p) in ids.iter().zip(self.head.classify(&pre)?) {
-                self.predictions[i] = p;
+        }
+        let hidden = &mut b.hidden[i * FEATURES..][..FEATURES];
+        let logits = &mut b.logits[i * self.classes..][..self.classes];
+        for k in 0..FEATURES {
+            let new = hidden_unit(fc_2[k], self.fc_2_bias[k], fc_1[k]);
+            if new != hidden[k] {
+                axpy(
+                    logits,
+                    new - hidden[k],
+                    &self.output[k * self.classes..][..self.classes],
+                );
+                hidden[k] = new;
             }
         }
-        Ok(affected.len())
+        true
+    }
+}
+
+#[inline(always)]
+fn hidden_unit(fc_2: f32, fc_2_bias: f32, fc_1: f32) -> f32 {
+    (fc_2 + fc_2_bias + fc_1).max(0.0)
+}
+
+fn add_bias(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod csaw;
 pub mod error;
 pub mod images;
 pub mod keras;
+pub mod linalg;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -2,29 +2,10 @@
 //! image after each step, and find where validation accuracy first drops by each threshold.
 
 use crate::error::{Error, Result};
-use crate::head::{Head, Pruning};
 use crate::profile::MODEL_KEY;
 use crate::table::{Column, Table};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Predictions of the pruned network after 0, 1, ..., `order.len()` channels are removed
-/// (step 0 is the backdoored network itself).
-pub fn predictions_per_step(
-    head: &Head,
-    pool_3: Vec<f32>,
-    order: &[usize],
-    on_step: &dyn Fn(),
-) -> Result<Vec<Vec<u32>>> {
-    let mut pruning = Pruning::new(head, pool_3)?;
-    let mut steps = vec![pruning.predictions.clone()];
-    for &channel in order {
-        pruning.prune(channel)?;
-        steps.push(pruning.predictions.clone());
-        on_step();
-    }
-    Ok(steps)
-}
 
 /// Where a threshold was first reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -259,8 +259,7 @@ pub fn accuracy(net: &DeepId, data: &Subset) -> Result<f64> {
 pub fn predict(net: &DeepId, pixels: &[f32]) -> Result<Vec<u32>> {
     let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
     Trunk::new(net)?.pool_3(pixels, &mut pool_3, false);
-    let head = Head::new(net)?;
-    head.classify(&head.linear(&pool_3)?)
+    Ok(Head::new(net)?.classify(&pool_3))
 }
 
 /// A copy detached from the variables (later steps do not change it).

@@ -10,6 +10,7 @@ use crate::csaw::IMAGE_LEN;
 use crate::deepid::DeepId;
 use crate::error::Result;
 use crate::features::POOL3_LEN;
+use crate::linalg::{im2col, matmul};
 use crate::weights::{CONV3_CHANNELS, INPUT_SHAPE};
 use rayon::prelude::*;
 
@@ -141,22 +142,8 @@ impl Trunk {
         product: &mut Vec<f32>,
     ) -> (usize, usize, usize, usize) {
         let conv = &self.convs[layer];
-        let k = conv.k;
-        let (oh, ow) = (h + 1 - k, w + 1 - k);
-        let row = k * k * c;
-        let rows = n * oh * ow;
-        patches.resize(rows * row, 0.0);
-        for (img, dst) in x.chunks(h * w * c).zip(patches.chunks_mut(oh * ow * row)) {
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let r = &mut dst[(y * ow + xo) * row..][..row];
-                    for ky in 0..k {
-                        r[ky * k * c..][..k * c]
-                            .copy_from_slice(&img[((y + ky) * w + xo) * c..][..k * c]);
-                    }
-                }
-            }
-        }
+        let (oh, ow) = im2col(x, (n, h, w, c), conv.k, patches);
+        let (rows, row) = (n * oh * ow, conv.k * conv.k * c);
         let m = conv.outputs();
         product.resize(rows * m, 0.0);
         matmul(rows, row, m, patches, &conv.matrix, product);
@@ -166,36 +153,6 @@ impl Trunk {
             pool_bias_relu(raw, (oh, ow, m), &conv.bias, dst);
         }
         (n, ph, pw, m)
-    }
-}
-
-/// `c = a @ b` for row-major a (m, k), b (k, n), c (m, n), on the calling thread.
-fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the three buffers hold the row-major matrices their strides describe (checked
-    // above) and `c` does not alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
     }
 }
 

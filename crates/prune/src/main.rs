@@ -8,7 +8,7 @@ use fineprune::config::check_thresholds;
 use fineprune::features::Features;
 use fineprune::head::Head;
 use fineprune::profile::{check_same_model, Profile};
-use fineprune::sweep::{predictions_per_step, thresholds_reached, PruneSweep};
+use fineprune::sweep::{thresholds_reached, PruneSweep};
 use fineprune::{deepid, metrics, paths, progress, Error};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -60,8 +60,8 @@ fn main() -> std::process::ExitCode {
         }
 
         let head = Head::new(&net)?;
-        let bar = progress::bar(profile.order.len() as u64, "prune");
-        let steps = predictions_per_step(&head, features.pool_3, &profile.order, &|| bar.inc(1))?;
+        let bar = progress::bar(features.len() as u64, "prune");
+        let steps = head.sweep(&features.pool_3, &profile.order, &|n| bar.inc(n as u64));
         bar.finish_and_clear();
         let valid_accuracy: Vec<f64> = steps
             .iter()

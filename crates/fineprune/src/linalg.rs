@@ -1,0 +1,79 @@
+//! Dense arithmetic on plain row-major buffers for the inference paths ([`crate::trunk`],
+//! [`crate::head`]): matrix products on the calling thread and patch extraction.
+
+/// `c = a @ b` for row-major a (m, k), b (k, n), c (m, n), on the calling thread (callers
+/// spread whole batches of images over the cores instead).
+pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: the three buffers hold the row-major matrices their strides describe (checked
+    // above) and `c` does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Rows of `k x k` patches (valid padding, stride 1) of NHWC images `x` of shape (n, h, w, c)
+/// into `patches` (n * oh * ow, k * k * c), each row in (ky, kx, c) order, which is Keras's
+/// HWIO kernel order. Returns the output height and width.
+pub fn im2col(
+    x: &[f32],
+    (n, h, w, c): (usize, usize, usize, usize),
+    k: usize,
+    patches: &mut Vec<f32>,
+) -> (usize, usize) {
+    let (oh, ow) = (h + 1 - k, w + 1 - k);
+    let row = k * k * c;
+    patches.resize(n * oh * ow * row, 0.0);
+    for (img, dst) in x.chunks(h * w * c).zip(patches.chunks_mut(oh * ow * row)) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let r = &mut dst[(y * ow + xo) * row..][..row];
+                for ky in 0..k {
+                    r[ky * k * c..][..k * c]
+                        .copy_from_slice(&img[((y + ky) * w + xo) * c..][..k * c]);
+                }
+            }
+        }
+    }
+    (oh, ow)
+}
+
+/// `y += a * x`.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// The index of the first largest value (numpy's `argmax`).
+#[inline(always)]
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
