@@ -11,7 +11,7 @@
 use crate::deepid::DeepId;
 use crate::error::Result;
 use crate::features::POOL3_LEN;
-use crate::linalg::{argmax, axpy, im2col, matmul};
+use crate::linalg::{add_rows, argmax, axpy, im2col, matmul};
 use crate::weights::{CONV3_CHANNELS as C, FEATURES};
 use rayon::prelude::*;
 
@@ -56,6 +56,8 @@ struct Block {
     /// With the output bias (n x classes).
     logits: Vec<f32>,
     patches: Vec<f32>,
+    /// Scaled rows of a weight matrix to add (scale, row).
+    rows: Vec<(f32, usize)>,
 }
 
 impl Head {
@@ -105,7 +107,12 @@ impl Head {
             .par_chunks(BLOCK * POOL3_LEN)
             .map_init(Block::default, |block, pool_3| {
                 let n = pool_3.len() / POOL3_LEN;
-                let steps = pulp::Arch::new().dispatch(|| self.sweep_block(pool_3, order, block));
+                let steps = pulp::Arch::new().dispatch(SweepBlock {
+                    head: self,
+                    pool_3,
+                    order,
+                    block,
+                });
                 on_images(n);
                 steps
             })
@@ -196,8 +203,8 @@ impl Head {
             return false;
         }
         let pre = &mut b.conv_4_pre[i * CONV4_LEN..][..CONV4_LEN];
-        let fc_1 = &mut b.fc_1[i * FEATURES..][..FEATURES];
         let mut touched = [false; CONV4_H * CONV4_W];
+        b.rows.clear();
         for (p, &v) in x.iter().enumerate().filter(|(_, v)| **v != 0.0) {
             let (py, px) = (p / POOL_W, p % POOL_W);
             // The conv_4 outputs whose 2x2 window covers position p.
@@ -212,41 +219,58 @@ impl Head {
                     axpy(&mut pre[q * CONV4_OUT..][..CONV4_OUT], -v, &w[..CONV4_OUT]);
                 }
             }
-            axpy(
-                fc_1,
-                -v,
-                &self.fc_1[(p * C + channel) * FEATURES..][..FEATURES],
-            );
+            b.rows.push((-v, p * C + channel));
         }
+        let fc_1 = &mut b.fc_1[i * FEATURES..][..FEATURES];
+        add_rows(fc_1, &b.rows, &self.fc_1);
+
         let conv_4 = &mut b.conv_4[i * CONV4_LEN..][..CONV4_LEN];
-        let fc_2 = &mut b.fc_2[i * FEATURES..][..FEATURES];
+        b.rows.clear();
         for q in (0..touched.len()).filter(|&q| touched[q]) {
             for j in q * CONV4_OUT..(q + 1) * CONV4_OUT {
                 let new = pre[j].max(0.0);
                 if new != conv_4[j] {
-                    axpy(
-                        fc_2,
-                        new - conv_4[j],
-                        &self.fc_2[j * FEATURES..][..FEATURES],
-                    );
+                    b.rows.push((new - conv_4[j], j));
                     conv_4[j] = new;
                 }
             }
         }
+        let fc_2 = &mut b.fc_2[i * FEATURES..][..FEATURES];
+        add_rows(fc_2, &b.rows, &self.fc_2);
+
         let hidden = &mut b.hidden[i * FEATURES..][..FEATURES];
-        let logits = &mut b.logits[i * self.classes..][..self.classes];
+        b.rows.clear();
         for k in 0..FEATURES {
             let new = hidden_unit(fc_2[k], self.fc_2_bias[k], fc_1[k]);
             if new != hidden[k] {
-                axpy(
-                    logits,
-                    new - hidden[k],
-                    &self.output[k * self.classes..][..self.classes],
-                );
+                b.rows.push((new - hidden[k], k));
                 hidden[k] = new;
             }
         }
+        add_rows(
+            &mut b.logits[i * self.classes..][..self.classes],
+            &b.rows,
+            &self.output,
+        );
         true
+    }
+}
+
+/// [`Head::sweep_block`] compiled for the best vector instructions the CPU has (pulp
+/// inlines it into functions built for each instruction set and picks one at run time).
+struct SweepBlock<'a> {
+    head: &'a Head,
+    pool_3: &'a [f32],
+    order: &'a [usize],
+    block: &'a mut Block,
+}
+
+impl pulp::WithSimd for SweepBlock<'_> {
+    type Output = Vec<u32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<u32> {
+        self.head.sweep_block(self.pool_3, self.order, self.block)
     }
 }
 

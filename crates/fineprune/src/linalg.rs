@@ -66,14 +66,65 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// The index of the first largest value (numpy's `argmax`).
+/// `y += sum of a * matrix[row]` over `rows` (the matrix has `y.len()` columns), adding in
+/// the order given, a tile of `y` at a time: the tile's accumulators stay in registers over
+/// all the rows, and its eight independent vectors keep both FMA units busy.
+#[inline(always)]
+pub fn add_rows(y: &mut [f32], rows: &[(f32, usize)], matrix: &[f32]) {
+    const TILE: usize = 128;
+    let width = y.len();
+    for start in (0..width).step_by(TILE) {
+        let len = TILE.min(width - start);
+        let mut acc = [0f32; TILE];
+        acc[..len].copy_from_slice(&y[start..start + len]);
+        if len == TILE {
+            for &(a, r) in rows {
+                let w = &matrix[r * width + start..][..TILE];
+                for l in 0..TILE {
+                    acc[l] = a.mul_add(w[l], acc[l]);
+                }
+            }
+        } else {
+            for &(a, r) in rows {
+                let w = &matrix[r * width + start..][..len];
+                for l in 0..len {
+                    acc[l] = a.mul_add(w[l], acc[l]);
+                }
+            }
+        }
+        y[start..start + len].copy_from_slice(&acc[..len]);
+    }
+}
+
+/// The index of the first largest value (numpy's `argmax`), sixteen lanes at a time: each
+/// lane keeps its first maximum, and the earliest of the lanes' maxima wins.
 #[inline(always)]
 pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
+    const LANES: usize = 16;
+    let mut value = [f32::NEG_INFINITY; LANES];
+    let mut chunk = [0u32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for (c, values) in chunks.enumerate() {
+        for l in 0..LANES {
+            if values[l] > value[l] {
+                value[l] = values[l];
+                chunk[l] = c as u32;
+            }
         }
     }
-    best as u32
+    let mut best = (f32::NEG_INFINITY, 0u32);
+    for l in 0..LANES {
+        let at = chunk[l] * LANES as u32 + l as u32;
+        if value[l] > best.0 || (value[l] == best.0 && at < best.1) {
+            best = (value[l], at);
+        }
+    }
+    let base = (row.len() - tail.len()) as u32;
+    for (t, v) in tail.iter().enumerate() {
+        if *v > best.0 {
+            best = (*v, base + t as u32);
+        }
+    }
+    best.1
 }
