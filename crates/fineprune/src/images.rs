@@ -12,6 +12,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
+use parquet::basic::Encoding;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::collections::HashMap;
@@ -35,11 +36,67 @@ impl PixelType {
             PixelType::Float32 => DataType::Float32,
         }
     }
+}
 
-    /// UInt8 holds a pixel exactly when it is an integer in 0..=255 (the saturating cast
-    /// round-trips only then).
-    pub fn fits_u8(v: f32) -> bool {
-        (v as u8) as f32 == v
+/// A batch's pixels, as stored.
+pub enum Pixels {
+    UInt8(Vec<u8>),
+    Float32(Vec<f32>),
+}
+
+/// What one pass over a batch of pixels finds.
+pub struct PixelScan {
+    pub min: f32,
+    pub max: f32,
+    /// The pixels as bytes, if every one is an integer in 0..=255 (so UInt8 holds them
+    /// exactly).
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Range and byte form of pixels in one vectorised pass.
+pub fn scan(pixels: &[f32]) -> PixelScan {
+    pulp::Arch::new().dispatch(Scan(pixels))
+}
+
+struct Scan<'a>(&'a [f32]);
+
+impl pulp::WithSimd for Scan<'_> {
+    type Output = PixelScan;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> PixelScan {
+        const LANES: usize = 16;
+        let pixels = self.0;
+        let mut lo = [f32::INFINITY; LANES];
+        let mut hi = [f32::NEG_INFINITY; LANES];
+        let mut fits = true;
+        let mut bytes = vec![0u8; pixels.len()];
+        let mut chunks = pixels.chunks_exact(LANES);
+        for (c, out) in (&mut chunks).zip(bytes.chunks_exact_mut(LANES)) {
+            let mut all = true;
+            for l in 0..LANES {
+                let v = c[l];
+                lo[l] = if v < lo[l] { v } else { lo[l] };
+                hi[l] = if v > hi[l] { v } else { hi[l] };
+                // The saturating cast round-trips exactly the integers in 0..=255.
+                let b = v as u8;
+                all &= b as f32 == v;
+                out[l] = b;
+            }
+            fits &= all;
+        }
+        let tail_at = pixels.len() - chunks.remainder().len();
+        for (v, out) in chunks.remainder().iter().zip(&mut bytes[tail_at..]) {
+            lo[0] = lo[0].min(*v);
+            hi[0] = hi[0].max(*v);
+            *out = *v as u8;
+            fits &= *out as f32 == *v;
+        }
+        PixelScan {
+            min: lo.iter().copied().fold(f32::INFINITY, f32::min),
+            max: hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            bytes: fits.then_some(bytes),
+        }
     }
 }
 
@@ -83,12 +140,13 @@ impl ImageWriter {
         source: &str,
     ) -> Result<Self> {
         let schema = schema(pixel, true_labels, source);
+        let pixels = ColumnPath::from(vec!["image".into(), "list".into(), "item".into()]);
+        // Pixels are delta-encoded and bit-packed: neighbouring pixels differ little, so this
+        // is as small as a dictionary and much faster to write and read.
         let props = WriterProperties::builder()
-            .set_dictionary_enabled(true)
-            .set_column_statistics_enabled(
-                ColumnPath::from(vec!["image".into(), "list".into(), "item".into()]),
-                EnabledStatistics::None,
-            )
+            .set_column_dictionary_enabled(pixels.clone(), false)
+            .set_column_encoding(pixels.clone(), Encoding::DELTA_BINARY_PACKED)
+            .set_column_statistics_enabled(pixels, EnabledStatistics::None)
             .set_max_row_group_row_count(Some(1024))
             .build();
         let path = out.temp_path().to_path_buf();
@@ -101,22 +159,24 @@ impl ImageWriter {
         })
     }
 
-    pub fn write(&mut self, batch: &Batch) -> Result<()> {
-        let values: ArrayRef = match self.pixel {
-            PixelType::UInt8 => Arc::new(UInt8Array::from_iter_values(
-                batch.pixels.iter().map(|&v| v as u8),
-            )),
-            PixelType::Float32 => Arc::new(Float32Array::from(batch.pixels.clone())),
+    /// Appends images; `pixels` must be of the type the writer was created for.
+    pub fn write(
+        &mut self,
+        pixels: Pixels,
+        labels: Vec<i32>,
+        true_labels: Option<Vec<i32>>,
+    ) -> Result<()> {
+        let values: ArrayRef = match (self.pixel, pixels) {
+            (PixelType::UInt8, Pixels::UInt8(v)) => Arc::new(UInt8Array::from(v)),
+            (PixelType::Float32, Pixels::Float32(v)) => Arc::new(Float32Array::from(v)),
+            _ => panic!("pixels of another type than the writer's"),
         };
         let item = Arc::new(Field::new("item", self.pixel.arrow(), false));
         let images =
             FixedSizeListArray::try_new(item, IMAGE_LEN as i32, values, None).at(&self.path)?;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(images),
-            Arc::new(Int32Array::from(batch.labels.clone())),
-        ];
-        if let Some(t) = &batch.true_labels {
-            columns.push(Arc::new(Int32Array::from(t.clone())));
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(images), Arc::new(Int32Array::from(labels))];
+        if let Some(t) = true_labels {
+            columns.push(Arc::new(Int32Array::from(t)));
         }
         let rb = RecordBatch::try_new(self.schema.clone(), columns).at(&self.path)?;
         self.writer.write(&rb).at(&self.path)

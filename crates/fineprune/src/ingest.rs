@@ -3,14 +3,14 @@
 use crate::atomic::AtomicFile;
 use crate::csaw::CsawFile;
 use crate::error::Result;
-use crate::images::{ImageWriter, PixelType};
+use crate::images::{self, ImageWriter, PixelType, Pixels};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-/// Images per read: ~33 MB of float32, so memory stays flat whatever the file size.
-pub const BATCH: usize = 1024;
+/// Images per read: 8 MB of float32, so memory stays flat whatever the file size.
+pub const BATCH: usize = 256;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetSummary {
@@ -66,20 +66,22 @@ pub fn ingest_dataset(
         let mut restart = false;
         for start in (0..src.len()).step_by(BATCH) {
             let batch = src.read(start, BATCH, classes)?;
-            let mut fits = true;
-            for &v in &batch.pixels {
-                min = min.min(v);
-                max = max.max(v);
-                fits &= PixelType::fits_u8(v);
-            }
-            if pixel == PixelType::UInt8 && !fits {
-                pixel = PixelType::Float32;
-                restart = true;
-                break;
-            }
+            let n = batch.len();
+            let scan = images::scan(&batch.pixels);
+            min = min.min(scan.min);
+            max = max.max(scan.max);
+            let pixels = match (pixel, scan.bytes) {
+                (PixelType::UInt8, Some(bytes)) => Pixels::UInt8(bytes),
+                (PixelType::UInt8, None) => {
+                    pixel = PixelType::Float32;
+                    restart = true;
+                    break;
+                }
+                (PixelType::Float32, _) => Pixels::Float32(batch.pixels),
+            };
             seen.extend(batch.labels.iter().copied());
-            writer.write(&batch)?;
-            on_batch(batch.len());
+            writer.write(pixels, batch.labels, batch.true_labels)?;
+            on_batch(n);
         }
         if !restart {
             writer.finish()?;
