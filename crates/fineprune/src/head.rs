@@ -153,7 +153,7 @@ impl Head {
     fn start(&self, pool_3: &[f32], b: &mut Block) {
         let n = pool_3.len() / POOL3_LEN;
         let positions = CONV4_H * CONV4_W;
-        im2col(pool_3, (n, 5, POOL_W, C), 2, &mut b.patches);
+        im2col::<2, C>(pool_3, (n, 5, POOL_W), &mut b.patches);
         b.conv_4_pre.resize(n * CONV4_LEN, 0.0);
         matmul(
             n * positions,

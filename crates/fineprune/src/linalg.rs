@@ -32,25 +32,25 @@ pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
     }
 }
 
-/// Rows of `k x k` patches (valid padding, stride 1) of NHWC images `x` of shape (n, h, w, c)
-/// into `patches` (n * oh * ow, k * k * c), each row in (ky, kx, c) order, which is Keras's
+/// Rows of `K x K` patches (valid padding, stride 1) of NHWC images `x` of shape (n, h, w, C)
+/// into `patches` (n * oh * ow, K * K * C), each row in (ky, kx, c) order, which is Keras's
 /// HWIO kernel order. Returns the output height and width.
-pub fn im2col(
+#[inline(always)]
+pub fn im2col<const K: usize, const C: usize>(
     x: &[f32],
-    (n, h, w, c): (usize, usize, usize, usize),
-    k: usize,
+    (n, h, w): (usize, usize, usize),
     patches: &mut Vec<f32>,
 ) -> (usize, usize) {
-    let (oh, ow) = (h + 1 - k, w + 1 - k);
-    let row = k * k * c;
+    let (oh, ow) = (h + 1 - K, w + 1 - K);
+    let row = K * K * C;
     patches.resize(n * oh * ow * row, 0.0);
-    for (img, dst) in x.chunks(h * w * c).zip(patches.chunks_mut(oh * ow * row)) {
+    for (img, dst) in x.chunks(h * w * C).zip(patches.chunks_mut(oh * ow * row)) {
         for y in 0..oh {
             for xo in 0..ow {
                 let r = &mut dst[(y * ow + xo) * row..][..row];
-                for ky in 0..k {
-                    r[ky * k * c..][..k * c]
-                        .copy_from_slice(&img[((y + ky) * w + xo) * c..][..k * c]);
+                for ky in 0..K {
+                    r[ky * K * C..][..K * C]
+                        .copy_from_slice(&img[((y + ky) * w + xo) * C..][..K * C]);
                 }
             }
         }

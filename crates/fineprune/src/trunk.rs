@@ -1,7 +1,7 @@
 //! Inference from pixels to pool_3 on plain buffers, for every stage that only reads a
-//! network. Each core takes a few images at a time through all three convolutions, so their
-//! patch matrices and activations stay in its cache, and multiplies single-threaded; rayon
-//! spreads the images over the cores. This avoids what the candle graph in [`crate::deepid`]
+//! network. Each core takes an image through all three convolutions, so its patch matrices
+//! and activations stay in the core's cache, and multiplies single-threaded; rayon spreads
+//! the images over the cores. This avoids what the candle graph in [`crate::deepid`]
 //! pays per layer (fresh zeroed outputs, a thread hand-off per product, separate passes for
 //! bias, ReLU and pooling), which training needs for its gradients. Both are checked against
 //! Keras (`tests/keras_reference.rs`).
@@ -14,9 +14,9 @@ use crate::linalg::{im2col, matmul};
 use crate::weights::{CONV3_CHANNELS, INPUT_SHAPE};
 use rayon::prelude::*;
 
-/// Images per task: enough rows for efficient products, few enough that the largest patch
-/// matrix (conv_1's, 4 x 2,288 x 48 floats) stays within a core's L2 cache.
-const GROUP: usize = 4;
+/// Images per task. One measured fastest: conv_1's patch matrix (440 KB) and everything
+/// after it then stay in a core's L2 cache, and the products are still large enough.
+const GROUP: usize = 1;
 
 /// One convolution (valid, stride 1) as a matrix product, followed by ReLU and 2x2 pooling.
 struct Conv {
@@ -49,12 +49,12 @@ pub struct Trunk {
     scale: f32,
 }
 
-/// Per-task buffers, reused from group to group.
+/// Per-task buffers, reused from group to group (one per layer, so none is regrown).
 #[derive(Default)]
 struct Scratch {
     input: Vec<f32>,
-    patches: Vec<f32>,
-    product: Vec<f32>,
+    patches: [Vec<f32>; 3],
+    product: [Vec<f32>; 3],
     pooled: [Vec<f32>; 3],
 }
 
@@ -81,12 +81,19 @@ impl Trunk {
             .par_chunks_mut(GROUP * POOL3_LEN)
             .zip(pixels.par_chunks(GROUP * IMAGE_LEN))
             .map_init(Scratch::default, |s, (out, images)| {
-                self.group(images, out, with_stats, s)
+                pulp::Arch::new().dispatch(Group {
+                    trunk: self,
+                    images,
+                    out,
+                    with_stats,
+                    s,
+                })
             })
             .collect();
         stats.into_iter().flatten().collect()
     }
 
+    #[inline(always)]
     fn group(
         &self,
         images: &[f32],
@@ -107,22 +114,22 @@ impl Trunk {
         }
         let mut shape = (n, h, w, c);
         for layer in 0..3 {
-            let (input, pooled) = match layer {
-                0 => (&s.input, &mut s.pooled[0]),
-                _ => {
-                    let (done, rest) = s.pooled.split_at_mut(layer);
-                    (&done[layer - 1], &mut rest[0])
-                }
+            let (done, rest) = s.pooled.split_at_mut(layer);
+            let input = if layer == 0 {
+                &s.input
+            } else {
+                &done[layer - 1]
             };
-            shape = self.convolve(layer, input, shape, pooled, &mut s.patches, &mut s.product);
+            let (patches, product) = (&mut s.patches[layer], &mut s.product[layer]);
+            shape = self.convolve(layer, input, shape, &mut rest[0], patches, product);
         }
         out.copy_from_slice(&s.pooled[2]);
         if !with_stats {
             return Vec::new();
         }
         let conv = &self.convs[2];
-        let conv_3_len = s.product.len() / n;
-        s.product
+        let conv_3_len = s.product[2].len() / n;
+        s.product[2]
             .chunks(conv_3_len)
             .zip(out.chunks(POOL3_LEN))
             .map(|(raw, pooled)| conv3_stats(raw, &conv.bias, pooled))
@@ -132,6 +139,7 @@ impl Trunk {
     /// Convolution `layer` over `n` NHWC images of (h, w, c), then bias, ReLU and 2x2
     /// max-pooling into `out`; returns the pooled shape. The raw products are left in
     /// `product`.
+    #[inline(always)]
     fn convolve(
         &self,
         layer: usize,
@@ -142,7 +150,13 @@ impl Trunk {
         product: &mut Vec<f32>,
     ) -> (usize, usize, usize, usize) {
         let conv = &self.convs[layer];
-        let (oh, ow) = im2col(x, (n, h, w, c), conv.k, patches);
+        // Patch sizes known at compile time make the row copies a few vector moves.
+        let (oh, ow) = match (conv.k, c) {
+            (4, 3) => im2col::<4, 3>(x, (n, h, w), patches),
+            (3, 20) => im2col::<3, 20>(x, (n, h, w), patches),
+            (3, 40) => im2col::<3, 40>(x, (n, h, w), patches),
+            _ => unreachable!("DeepID's convolutions"),
+        };
         let (rows, row) = (n * oh * ow, conv.k * conv.k * c);
         let m = conv.outputs();
         product.resize(rows * m, 0.0);
@@ -156,9 +170,29 @@ impl Trunk {
     }
 }
 
+/// [`Trunk::group`] compiled for the best vector instructions the CPU has.
+struct Group<'a> {
+    trunk: &'a Trunk,
+    images: &'a [f32],
+    out: &'a mut [f32],
+    with_stats: bool,
+    s: &'a mut Scratch,
+}
+
+impl pulp::WithSimd for Group<'_> {
+    type Output = Vec<Conv3Stats>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<Conv3Stats> {
+        self.trunk
+            .group(self.images, self.out, self.with_stats, self.s)
+    }
+}
+
 /// 2x2 max-pooling (an odd last row or column dropped, as in Keras) of raw products, then
 /// bias and ReLU: adding a per-channel bias and rounding are monotonic, so this equals
 /// pooling after the bias and ReLU, on a quarter of the values.
+#[inline(always)]
 fn pool_bias_relu(raw: &[f32], (h, w, c): (usize, usize, usize), bias: &[f32], out: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     for y in 0..oh {
@@ -173,6 +207,7 @@ fn pool_bias_relu(raw: &[f32], (h, w, c): (usize, usize, usize), bias: &[f32], o
     }
 }
 
+#[inline(always)]
 fn conv3_stats(raw: &[f32], bias: &[f32], pooled: &[f32]) -> Conv3Stats {
     let mut s = Conv3Stats {
         pool_3_sum: [0.0; CONV3_CHANNELS],
