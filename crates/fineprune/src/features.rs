@@ -1,6 +1,6 @@
-//! One forward pass over a dataset up to pool_3, with the per-channel conv_3 statistics the
-//! profile ranks by. Everything after pool_3 is the pruning head's business, so this is the
-//! only place images go through the convolutional trunk.
+//! One forward pass over a dataset up to pool_3 ([`crate::trunk`]), with the per-channel
+//! conv_3 statistics the profile ranks by. Everything after pool_3 is the pruning head's
+//! business, so the stages pass each image through the trunk once, here.
 
 use crate::deepid::DeepId;
 use crate::error::{Error, Result};
