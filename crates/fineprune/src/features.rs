@@ -156,11 +156,11 @@ impl Features {
         let mut views = vec![
             (
                 "pool_3",
-                TensorView::new(Dtype::F32, vec![n, 5, 4, CONV3_CHANNELS], &f32s).map_err(st)?,
+                TensorView::new(Dtype::F32, vec![n, 5, 4, CONV3_CHANNELS], f32s).map_err(st)?,
             ),
             (
                 "label",
-                TensorView::new(Dtype::I32, vec![n], &labels).map_err(st)?,
+                TensorView::new(Dtype::I32, vec![n], labels).map_err(st)?,
             ),
         ];
         if let Some(t) = &true_labels {
