@@ -392,3 +392,39 @@ fn chunked_compressed_and_integer_label_files_ingest_alike() {
     assert!(tables.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(tables[0][..3], [0.0, 7.0, 14.0]);
 }
+
+/// Pixels that are not all integers in 0..255 are kept exactly, as Float32, even when the first
+/// such pixel comes after whole batches were already converted to bytes.
+#[test]
+fn fractional_pixels_ingest_exactly_as_float32() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 300;
+    let path = dir.path().join("valid.h5");
+    let value = |i: usize| {
+        if i == 290 * 7755 + 11 {
+            254.5
+        } else {
+            pixel(i)
+        }
+    };
+    let labels = (0..n).map(|i| (i % 7) as f64).collect();
+    write_h5(&path, &[n, 3, 55, 47], value, Some(labels));
+    let out = dir.path().join("out");
+    let config = with_valid(dir.path(), &path);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ];
+    let o = run("ingest", &[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(json.contains(r#""pixel_type":"float32""#), "{json}");
+    let batch = fineprune::source::Images::open(&out.join("valid.parquet"), 1283)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(batch.pixels, (0..n * 7755).map(value).collect::<Vec<_>>());
+    assert_eq!(batch.labels[..8], [0, 1, 2, 3, 4, 5, 6, 0]);
+}

@@ -141,14 +141,19 @@ impl ImageWriter {
     ) -> Result<Self> {
         let schema = schema(pixel, true_labels, source);
         let pixels = ColumnPath::from(vec!["image".into(), "list".into(), "item".into()]);
-        // Pixels are delta-encoded and bit-packed: neighbouring pixels differ little, so this
-        // is as small as a dictionary and much faster to write and read.
         let props = WriterProperties::builder()
-            .set_column_dictionary_enabled(pixels.clone(), false)
-            .set_column_encoding(pixels.clone(), Encoding::DELTA_BINARY_PACKED)
-            .set_column_statistics_enabled(pixels, EnabledStatistics::None)
-            .set_max_row_group_row_count(Some(1024))
-            .build();
+            .set_column_statistics_enabled(pixels.clone(), EnabledStatistics::None)
+            .set_max_row_group_row_count(Some(1024));
+        let props = match pixel {
+            // Byte pixels are delta-encoded and bit-packed: neighbouring pixels differ little,
+            // so this is as small as a dictionary and much faster to write and read. (Parquet
+            // delta-encodes integers only; float pixels keep the default dictionary.)
+            PixelType::UInt8 => props
+                .set_column_dictionary_enabled(pixels.clone(), false)
+                .set_column_encoding(pixels, Encoding::DELTA_BINARY_PACKED),
+            PixelType::Float32 => props,
+        }
+        .build();
         let path = out.temp_path().to_path_buf();
         let writer = ArrowWriter::try_new(out.create()?, schema.clone(), Some(props)).at(&path)?;
         Ok(Self {
@@ -314,5 +319,31 @@ impl Iterator for ImageReader {
     fn next(&mut self) -> Option<Self::Item> {
         let rb = self.reader.next()?;
         Some(rb.at(&self.path).and_then(|rb| self.convert(rb)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_the_range_and_whether_bytes_hold_the_pixels() {
+        // 40 values: two full vectors and a tail.
+        let v: Vec<f32> = (0..40).map(|i| (i * 13 % 256) as f32).collect();
+        let s = scan(&v);
+        assert_eq!((s.min, s.max), (0.0, 251.0));
+        let bytes: Vec<u8> = (0..40).map(|i| (i * 13 % 256) as u8).collect();
+        assert_eq!(s.bytes, Some(bytes));
+        for bad in [256.0, -1.0, 3.5, 1e9] {
+            for at in [0, 17, 39] {
+                let mut w = v.clone();
+                w[at] = bad;
+                let s = scan(&w);
+                assert!(s.bytes.is_none(), "{bad} at {at}");
+                let min = w.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!((s.min, s.max), (min, max), "{bad} at {at}");
+            }
+        }
     }
 }
