@@ -247,9 +247,10 @@ pub fn train(
 pub fn accuracy(net: &DeepId, data: &Subset) -> Result<f64> {
     let mut hits = 0;
     let positions: Vec<usize> = (0..data.len()).collect();
+    let predictor = Predictor::new(net)?;
     for at in positions.chunks(1024) {
         let (pixels, labels) = data.gather(at);
-        let pred = predict(net, &pixels)?;
+        let pred = predictor.predict(&pixels);
         hits += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
     }
     Ok(crate::metrics::percent(hits, data.len()))
@@ -257,9 +258,28 @@ pub fn accuracy(net: &DeepId, data: &Subset) -> Result<f64> {
 
 /// Predicted classes for images (C, H, W) in 0..255.
 pub fn predict(net: &DeepId, pixels: &[f32]) -> Result<Vec<u32>> {
-    let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
-    Trunk::new(net)?.pool_3(pixels, &mut pool_3, false);
-    Ok(Head::new(net)?.classify(&pool_3))
+    Ok(Predictor::new(net)?.predict(pixels))
+}
+
+/// A network prepared once for inference on plain buffers.
+struct Predictor {
+    trunk: Trunk,
+    head: Head,
+}
+
+impl Predictor {
+    fn new(net: &DeepId) -> Result<Self> {
+        Ok(Self {
+            trunk: Trunk::new(net)?,
+            head: Head::new(net)?,
+        })
+    }
+
+    fn predict(&self, pixels: &[f32]) -> Vec<u32> {
+        let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
+        self.trunk.pool_3(pixels, &mut pool_3, false);
+        self.head.classify(&pool_3)
+    }
 }
 
 /// A copy detached from the variables (later steps do not change it).
