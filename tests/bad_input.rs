@@ -259,7 +259,7 @@ fn config_errors() {
         "profile",
         &["pool3_mean", "pool_3_mean"],
     );
-    expect_config_error("[finetune]\nepochs = 0\n", "finetune", &["finetune.epochs"]);
+    expect_config_error("[finetune]\nsteps = 0\n", "finetune", &["finetune.steps"]);
     expect_config_error(
         "[finetune]\nlearning_rate = -0.1\n",
         "finetune",
@@ -268,7 +268,42 @@ fn config_errors() {
     expect_config_error(
         "[finetune]\nholdout = 1.0\n",
         "finetune",
-        &["finetune.holdout must be in (0, 1)"],
+        &["finetune.holdout must be in [0, 1)"],
+    );
+    expect_config_error(
+        "[finetune]\nschedule = \"exponential\"\n",
+        "finetune",
+        &["exponential", "cosine"],
+    );
+    expect_config_error(
+        "[finetune]\noptimizer = \"rmsprop\"\n",
+        "finetune",
+        &["rmsprop", "adamw"],
+    );
+    expect_config_error(
+        "[finetune]\nmomentum = -0.5\n",
+        "finetune",
+        &["finetune.momentum must be in [0, 1)"],
+    );
+    expect_config_error(
+        "[finetune]\nweight_decay = -1e-4\n",
+        "finetune",
+        &["finetune.weight_decay"],
+    );
+    expect_config_error(
+        "[finetune]\nreinit = [\"fc_3\"]\n",
+        "finetune",
+        &["finetune.reinit", "fc_3"],
+    );
+    expect_config_error(
+        "[finetune]\ntrain_from = \"output\"\n",
+        "finetune",
+        &["finetune.train_from"],
+    );
+    expect_config_error(
+        "[synth]\nattack = \"lipstick\"\n",
+        "synth",
+        &["lipstick", "checkerboard"],
     );
     expect_config_error("[bogus]\nx = 1\n", "ingest", &["unknown field `bogus`"]);
 }

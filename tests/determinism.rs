@@ -24,7 +24,7 @@ fn the_sweep_pipeline_is_deterministic() {
             let dir = tempfile::tempdir().unwrap();
             let config = sweep_config(
                 dir.path(),
-                "[finetune]\nepochs = 1\n[prune]\nthresholds = [4]\n",
+                "[finetune]\nsteps = 6\nweight_decay = 0.01\n[prune]\nthresholds = [4]\n",
             );
             for stage in [
                 "ingest", "profile", "prune", "finetune", "evaluate", "report",
@@ -64,7 +64,7 @@ fn the_sweep_pipeline_is_deterministic() {
     )
     .unwrap();
     assert_ne!(original.layer("conv_3").weight, conv3.weight);
-    assert!(tuned.provenance.extra["finetune"].contains("\"epochs\":1"));
+    assert!(tuned.provenance.extra["finetune"].contains("\"steps\":6"));
 }
 
 const TINY_SYNTH: &str = "[synth]\nidentities = 6\ntrain_per_identity = 12\nvalid_per_identity = 3\ntest_per_identity = 3\nepochs = 1\nbatch_size = 16\n";

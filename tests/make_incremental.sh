@@ -24,7 +24,7 @@ test_per_identity = 4
 epochs = 2
 batch_size = 16
 [finetune]
-epochs = 1
+steps = 4
 TOML
 
 fail() { echo "make_incremental: FAILED: $*" >&2; exit 1; }

@@ -81,18 +81,32 @@ fn classify(net: &DeepId, f: &Features) -> anyhow::Result<Vec<u32>> {
     Ok(Head::new(net)?.classify(&f.pool_3))
 }
 
-/// The fine-pruned model of each threshold reached, if `finetune` made one from this sweep.
-fn finetuned(dir: &Path, prune: &PruneSweep) -> anyhow::Result<Vec<(f64, usize, DeepId)>> {
+/// A fine-tuned network: unpruned (`threshold` None) or fine-pruned.
+struct Tuned {
+    threshold: Option<f64>,
+    channels_pruned: usize,
+    net: DeepId,
+}
+
+/// The unpruned fine-tuned model and the fine-pruned model of each threshold reached, where
+/// `finetune` made them from this sweep.
+fn finetuned(dir: &Path, prune: &PruneSweep) -> anyhow::Result<Vec<Tuned>> {
     let mut out = Vec::new();
-    for hit in &prune.hits {
-        let Some(k) = hit.channels_pruned else {
-            continue;
-        };
-        let path = dir.join(paths::finetuned_model_file(hit.threshold_percent));
+    let wanted = std::iter::once((None, 0)).chain(
+        prune
+            .hits
+            .iter()
+            .filter_map(|h| h.channels_pruned.map(|k| (Some(h.threshold_percent), k))),
+    );
+    for (threshold, k) in wanted {
+        let path = dir.join(match threshold {
+            Some(t) => paths::finetuned_model_file(t),
+            None => paths::FINETUNED_UNPRUNED.to_string(),
+        });
         if !path.exists() {
             continue;
         }
-        let (w, tuned) = deepid::load(&path)?;
+        let (w, net) = deepid::load(&path)?;
         if w.pruned_channels() != prune.order[..k] {
             return Err(Error::invalid(
                 &path,
@@ -100,7 +114,11 @@ fn finetuned(dir: &Path, prune: &PruneSweep) -> anyhow::Result<Vec<(f64, usize, 
             )
             .into());
         }
-        out.push((hit.threshold_percent, k, tuned));
+        out.push(Tuned {
+            threshold,
+            channels_pruned: k,
+            net,
+        });
     }
     Ok(out)
 }
@@ -148,7 +166,7 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         &prune,
     )?;
     let nets: Vec<&DeepId> = std::iter::once(&net)
-        .chain(tuned.iter().map(|t| &t.2))
+        .chain(tuned.iter().map(|t| &t.net))
         .collect();
     let mut clean_all = extract(&nets, &test, classes, "test")?;
     let mut triggered_all = extract(&nets, &poisoned, classes, "poisoned")?;
@@ -192,14 +210,18 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
         }
     }
 
-    for ((t, k, f_net), (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
-        let f_pred = (classify(f_net, fc)?, classify(f_net, fp)?);
+    for (tuned, (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
+        let f_pred = (classify(&tuned.net, fc)?, classify(&tuned.net, fp)?);
         let (fine, repaired) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
-        for (network, scores) in [("fine_pruned", fine), ("repaired_fine_pruned", repaired)] {
+        let network = match tuned.threshold {
+            Some(_) => "fine_pruned",
+            None => "fine_tuned",
+        };
+        for (network, scores) in [(network.to_string(), fine), (format!("repaired_{network}"), repaired)] {
             rows.push(SummaryRow {
-                network: network.into(),
-                threshold_percent: Some(*t),
-                channels_pruned: *k,
+                network,
+                threshold_percent: tuned.threshold,
+                channels_pruned: tuned.channels_pruned,
                 valid_accuracy: None,
                 scores,
             });

@@ -122,6 +122,8 @@ pub struct SynthConfig {
     pub train_per_identity: usize,
     pub valid_per_identity: usize,
     pub test_per_identity: usize,
+    /// The trigger planted in the training set.
+    pub attack: crate::synth::attacks::Attack,
     /// Share of the training set that carries the trigger and the target label.
     pub poison_fraction: f64,
     /// The attacker's target label.
@@ -139,6 +141,7 @@ impl Default for SynthConfig {
             train_per_identity: 60,
             valid_per_identity: 10,
             test_per_identity: 10,
+            attack: crate::synth::attacks::Attack::Sunglasses,
             poison_fraction: 0.1,
             target: 0,
             epochs: 4,
@@ -152,30 +155,82 @@ impl Default for SynthConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Optimizer {
+    /// Adam; `weight_decay` is added to the gradient (L2).
     Adam,
+    /// Adam with decoupled weight decay.
+    #[serde(rename = "adamw")]
+    AdamW,
+    /// SGD with (heavy-ball) momentum; `weight_decay` is added to the gradient.
     Sgd,
+}
+
+/// How the learning rate moves over the training steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    /// Linear warm-up over `warmup` of the steps, then half a cosine down to zero.
+    Cosine,
+    /// Linear rise from rate / 25 over `warmup` of the steps (0.3 if unset), then a cosine
+    /// down to rate / 10^4 (PyTorch's `OneCycleLR` defaults).
+    OneCycle,
+}
+
+/// Which network fine-tuning keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    /// The network after the last step.
+    Last,
+    /// The checkpoint with the best held-out accuracy, the latest among equals, so a
+    /// saturated held-out set keeps the longest-trained network.
+    Best,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
-    pub epochs: usize,
-    pub learning_rate: f64,
+    /// Optimiser steps: the training length, whatever the size of the clean set.
+    pub steps: usize,
     pub batch_size: usize,
     pub optimizer: Optimizer,
-    /// Share of the validation data held out for early stopping.
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    /// Share of the steps spent warming up.
+    pub warmup: f64,
+    /// SGD only.
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Layers drawn afresh (Glorot uniform, zero bias) before fine-tuning; `["output"]` is
+    /// the re-initialisation of feature-shift tuning.
+    pub reinit: Vec<String>,
+    /// The lowest layer trained; the layers below it stay as they are.
+    pub train_from: String,
+    /// Share of the validation data held out to watch (and with `select = "best"`, choose)
+    /// the network; 0 trains on all of it.
     pub holdout: f64,
+    pub select: Select,
+    /// Also fine-tune the unpruned network with the same recipe (the `fine_tuned` rows).
+    pub unpruned: bool,
     pub seed: u64,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
-            epochs: 5,
-            learning_rate: 1e-4,
+            steps: 600,
             batch_size: 64,
             optimizer: Optimizer::Adam,
-            holdout: 0.2,
+            learning_rate: 1e-3,
+            schedule: Schedule::Cosine,
+            warmup: 0.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            reinit: vec!["output".into()],
+            train_from: "conv_3".into(),
+            holdout: 0.1,
+            select: Select::Last,
+            unpruned: true,
             seed: 11,
         }
     }
@@ -257,17 +312,34 @@ impl Config {
         }
         check_rate("synth.learning_rate", sy.learning_rate)?;
         let ft = &self.finetune;
-        if ft.epochs == 0 {
-            return Err("finetune.epochs must be at least 1".into());
+        if ft.steps == 0 {
+            return Err("finetune.steps must be at least 1".into());
         }
         if ft.batch_size == 0 {
             return Err("finetune.batch_size must be at least 1".into());
         }
         check_rate("finetune.learning_rate", ft.learning_rate)?;
-        if !(ft.holdout > 0.0 && ft.holdout < 1.0) {
+        for (key, v, top) in [
+            ("holdout", ft.holdout, 1.0),
+            ("warmup", ft.warmup, 1.0),
+            ("momentum", ft.momentum, 1.0),
+            ("weight_decay", ft.weight_decay, f64::INFINITY),
+        ] {
+            if !(v >= 0.0 && v < top) {
+                return Err(format!("finetune.{key} must be in [0, {top}), got {v}"));
+            }
+        }
+        let layer = |name: &str| crate::weights::LAYERS.contains(&name);
+        if let Some(bad) = ft.reinit.iter().find(|l| !layer(l)) {
             return Err(format!(
-                "finetune.holdout must be in (0, 1), got {}",
-                ft.holdout
+                "finetune.reinit: unknown layer {bad:?} (layers: {})",
+                crate::weights::LAYERS.join(", ")
+            ));
+        }
+        if !crate::weights::LAYERS[..4].contains(&ft.train_from.as_str()) {
+            return Err(format!(
+                "finetune.train_from must be conv_1, conv_2, conv_3 or conv_4, got {:?}",
+                ft.train_from
             ));
         }
         Ok(())

@@ -167,7 +167,7 @@ pub fn input_tensor(pixels: &[f32], scale: f64, device: &Device) -> Result<Tenso
 
 /// PyTorch weight to the (inputs, outputs) matrix: conv (O,I,KH,KW) -> rows (ky, kx, i);
 /// dense (O, in) -> rows in NHWC flatten order.
-fn to_matrix(name: &str, w: &Param) -> (usize, usize, Vec<f32>) {
+pub(crate) fn to_matrix(name: &str, w: &Param) -> (usize, usize, Vec<f32>) {
     let index = matrix_index(name, &w.shape);
     let (rows, cols) = matrix_dims(&w.shape);
     let mut m = vec![0f32; w.data.len()];
@@ -177,7 +177,7 @@ fn to_matrix(name: &str, w: &Param) -> (usize, usize, Vec<f32>) {
     (rows, cols, m)
 }
 
-fn from_matrix(name: &str, shape: &[usize], m: &[f32]) -> Param {
+pub(crate) fn from_matrix(name: &str, shape: &[usize], m: &[f32]) -> Param {
     let index = matrix_index(name, shape);
     Param::new(shape.to_vec(), (0..m.len()).map(|t| m[index(t)]).collect())
 }

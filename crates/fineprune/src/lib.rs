@@ -2,6 +2,7 @@
 //! backdoored DeepID face networks. The stage binaries are thin CLIs over this crate.
 
 pub mod atomic;
+pub mod backprop;
 pub mod config;
 pub mod csaw;
 pub mod error;

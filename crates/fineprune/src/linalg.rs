@@ -4,9 +4,27 @@
 /// `c = a @ b` for row-major a (m, k), b (k, n), c (m, n), on the calling thread (callers
 /// spread whole batches of images over the cores instead).
 pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    product(m, k, n, (a, false), (b, false), c, false);
+}
+
+/// `c (+)= op(a) @ op(b)` on the calling thread, for the backward passes: `a` holds a (m, k)
+/// matrix row-major, or its transpose (k, m) when its flag is set; `b` likewise (k, n) or
+/// (n, k). With `accumulate`, the product is added to `c` (m, n) instead of replacing it.
+pub fn product(
+    m: usize,
+    k: usize,
+    n: usize,
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    c: &mut [f32],
+    accumulate: bool,
+) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the three buffers hold the row-major matrices their strides describe (checked
-    // above) and `c` does not alias `a` or `b`.
+    // (row stride, column stride) of each operand as stored.
+    let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+    // SAFETY: the three buffers hold the matrices their strides describe (checked above)
+    // and `c` does not alias `a` or `b` (it is borrowed mutably).
     unsafe {
         gemm::gemm(
             m,
@@ -15,14 +33,14 @@ pub fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
             c.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.as_ptr(),
-            1,
-            k as isize,
+            a_cs as isize,
+            a_rs as isize,
             b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
             1.0,
             false,
             false,

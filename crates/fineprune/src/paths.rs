@@ -93,6 +93,9 @@ pub fn pruned_model_file(threshold: f64) -> String {
     )
 }
 
+/// The unpruned network fine-tuned with the same recipe (the comparison without pruning).
+pub const FINETUNED_UNPRUNED: &str = "bd_net_finetuned.safetensors";
+
 pub fn finetuned_model_file(threshold: f64) -> String {
     format!(
         "{FINETUNED_PREFIX}{}_percent_threshold.safetensors",

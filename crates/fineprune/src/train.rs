@@ -5,19 +5,18 @@
 //! equivalent parametrisation whose conv_1 kernel is multiplied by 255 s, and mapped back
 //! afterwards, so step sizes behave the same whatever scale the model uses.
 
-use crate::config::Optimizer;
+use crate::backprop::{input_len, to_nhwc, Net};
+use crate::config::{FinetuneConfig, Optimizer, Schedule, Select};
 use crate::csaw::IMAGE_LEN;
-use crate::deepid::{input_tensor, DeepId};
+use crate::deepid::DeepId;
 use crate::error::Result;
 use crate::features::POOL3_LEN;
 use crate::head::Head;
 use crate::trunk::Trunk;
-use crate::weights::{
-    weight_shape, DeepIdWeights, Layer, Param, Provenance, CONV3_CHANNELS, LAYERS,
-};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer as _, ParamsAdamW, SGD};
+use crate::weights::{weight_shape, DeepIdWeights, Layer, Param, Provenance, LAYERS};
+use candle_core::Device;
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -43,11 +42,15 @@ impl Examples {
         &self.pixels[i * IMAGE_LEN..][..IMAGE_LEN]
     }
 
-    /// Splits off a held-out share, chosen at random with `seed`; both sides borrow the images.
+    /// Splits off a held-out share (none for 0, else at least one image and not all), chosen at
+    /// random with `seed`; both sides borrow the images.
     pub fn split(&self, share: f64, seed: u64) -> (Subset<'_>, Subset<'_>) {
         let mut idx: Vec<usize> = (0..self.len()).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let held = ((self.len() as f64 * share).round() as usize).clamp(1, self.len() - 1);
+        let held = match share {
+            0.0 => 0,
+            _ => ((self.len() as f64 * share).round() as usize).clamp(1, self.len() - 1),
+        };
         let pick = |ids: &[usize]| {
             let mut ids = ids.to_vec();
             ids.sort_unstable();
@@ -92,24 +95,94 @@ impl<'a> Subset<'a> {
     }
 }
 
+/// What to train and how: everything about fine-tuning except the data.
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub epochs: usize,
+pub struct Recipe {
+    pub steps: usize,
     pub batch_size: usize,
-    pub learning_rate: f64,
     pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    pub warmup: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Index in [`LAYERS`] of the lowest layer trained.
+    pub first_layer: usize,
+    pub select: Select,
     pub seed: u64,
-    /// Epochs without improvement on the held-out data before stopping.
-    pub patience: usize,
 }
 
-/// What one epoch did.
+impl Recipe {
+    /// `steps` of Adam at a constant rate over all layers (how `synth` trains its BadNet).
+    pub fn plain(steps: usize, batch_size: usize, learning_rate: f64, seed: u64) -> Self {
+        Self {
+            steps,
+            batch_size,
+            optimizer: Optimizer::Adam,
+            learning_rate,
+            schedule: Schedule::Constant,
+            warmup: 0.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            first_layer: 0,
+            select: Select::Last,
+            seed,
+        }
+    }
+
+    /// The recipe a `[finetune]` table describes.
+    pub fn finetune(c: &FinetuneConfig) -> Self {
+        Self {
+            steps: c.steps,
+            batch_size: c.batch_size,
+            optimizer: c.optimizer,
+            learning_rate: c.learning_rate,
+            schedule: c.schedule,
+            warmup: c.warmup,
+            momentum: c.momentum,
+            weight_decay: c.weight_decay,
+            first_layer: LAYERS
+                .iter()
+                .position(|l| *l == c.train_from)
+                .expect("checked with the configuration"),
+            select: c.select,
+            seed: c.seed,
+        }
+    }
+}
+
+/// What [`fit`] made.
+pub struct Fitted {
+    pub weights: DeepIdWeights,
+    pub history: Vec<Checkpoint>,
+    /// Wall time of the training steps alone (forward, backward, optimiser step, masks),
+    /// without the held-out scoring and the frozen layers' one-off pass.
+    pub step_seconds: f64,
+}
+
+/// How training stood at one checkpoint (ten per run, evenly spaced).
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Epoch {
-    pub epoch: usize,
+pub struct Checkpoint {
+    pub step: usize,
+    pub learning_rate: f64,
+    /// Mean loss and training accuracy over the steps since the previous checkpoint.
     pub loss: f64,
     pub train_accuracy: f64,
     pub holdout_accuracy: Option<f64>,
+}
+
+/// Glorot uniform (Keras's default), the same draws whatever the layer's neighbours.
+fn glorot(name: &str, classes: usize, rng: &mut ChaCha8Rng) -> Layer {
+    let shape = weight_shape(name, classes);
+    let receptive: usize = shape[2..].iter().product();
+    let (fan_in, fan_out) = (shape[1] * receptive, shape[0] * receptive);
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+    let n = shape.iter().product();
+    let data = (0..n).map(|_| rng.random_range(-limit..limit)).collect();
+    Layer {
+        bias: Param::new(vec![shape[0]], vec![0.0; shape[0]]),
+        weight: Param::new(shape, data),
+    }
 }
 
 /// Glorot-uniform kernels and zero biases (Keras's defaults) for `classes` classes.
@@ -117,18 +190,7 @@ pub fn init_weights(classes: usize, seed: u64, input_scale: f64) -> DeepIdWeight
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let layers = LAYERS
         .iter()
-        .map(|name| {
-            let shape = weight_shape(name, classes);
-            let receptive: usize = shape[2..].iter().product();
-            let (fan_in, fan_out) = (shape[1] * receptive, shape[0] * receptive);
-            let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-            let n = shape.iter().product();
-            let data = (0..n).map(|_| rng.random_range(-limit..limit)).collect();
-            Layer {
-                bias: Param::new(vec![shape[0]], vec![0.0; shape[0]]),
-                weight: Param::new(shape, data),
-            }
-        })
+        .map(|name| glorot(name, classes, &mut rng))
         .collect();
     let mut w = DeepIdWeights {
         layers,
@@ -144,103 +206,266 @@ pub fn init_weights(classes: usize, seed: u64, input_scale: f64) -> DeepIdWeight
     w
 }
 
+/// Draws `layers` afresh (Glorot uniform, zero bias) from `seed`; conv_1 is drawn for pixels
+/// / 255 and expressed at the model's scale.
+pub fn reinitialise(w: &mut DeepIdWeights, layers: &[String], seed: u64) {
+    let classes = w.classes();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for name in layers {
+        *w.layer_mut(name) = glorot(name, classes, &mut rng);
+        if name == "conv_1" {
+            let factor = TRAIN_SCALE / w.provenance.input_scale;
+            for v in &mut w.layer_mut(name).weight.data {
+                *v = (*v as f64 * factor) as f32;
+            }
+        }
+    }
+}
+
 fn rescale_conv1(w: &mut DeepIdWeights, factor: f64) {
     for v in &mut w.layer_mut("conv_1").weight.data {
         *v = (*v as f64 * factor) as f32;
     }
 }
 
-/// Trains `weights` on `train`; with `holdout`, keeps the epoch that scores best on it and
-/// stops after `patience` epochs without improvement. `frozen_channels` of conv_3 stay exactly
-/// zero throughout (pruned channels remain pruned).
-pub fn train(
+/// Trains `weights` on `train` for `recipe.steps` mini-batch steps, keeping conv_3's
+/// `frozen_channels` exactly zero (pruned channels stay pruned) and the layers below
+/// `recipe.first_layer` unchanged. `holdout`, if any, is scored at each checkpoint;
+/// `on_checkpoint` hears of each and `on_images` of every batch done.
+pub fn fit(
     weights: &DeepIdWeights,
     train: &Subset,
     holdout: Option<&Subset>,
-    settings: &Settings,
+    recipe: &Recipe,
     frozen_channels: &[usize],
-    on_epoch: &mut dyn FnMut(&Epoch),
-    on_batch: &dyn Fn(usize),
-) -> Result<(DeepIdWeights, Vec<Epoch>)> {
-    let device = Device::Cpu;
-    let scale = weights.provenance.input_scale;
+    on_checkpoint: &mut dyn FnMut(&Checkpoint),
+    on_images: &dyn Fn(usize),
+) -> Result<Fitted> {
+    let first = recipe.first_layer;
+    // With conv_1 trained, steps see pixels / 255 whatever the model's scale, so that step
+    // sizes mean the same for every model; frozen, conv_1 is left bit for bit as it is.
+    let (scale, factor) = match first {
+        0 => (TRAIN_SCALE, weights.provenance.input_scale / TRAIN_SCALE),
+        _ => (weights.provenance.input_scale, 1.0),
+    };
     let mut start = weights.clone();
-    rescale_conv1(&mut start, scale / TRAIN_SCALE);
-    let mut base = DeepId::new(&start, &device)?;
-    base.input_scale = TRAIN_SCALE;
-    let (net, vars) = base.to_vars()?;
-    let mask = conv3_mask(frozen_channels, &device)?;
-    apply_mask(&vars, &mask)?;
+    if factor != 1.0 {
+        rescale_conv1(&mut start, factor);
+    }
+    start.prune_conv3(frozen_channels);
+    let mut net = Net::new(&start);
+    let trainable = net.from_layer(first);
+    let masked: Vec<usize> = frozen_channels
+        .iter()
+        .flat_map(|&c| net.conv3_channel(c))
+        .filter(|i| trainable.contains(i))
+        .map(|i| i - trainable.start)
+        .collect();
 
-    type Step = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
-    let mut opt: Step = match settings.optimizer {
-        Optimizer::Adam => {
-            let mut adam = AdamW::new(
-                vars.clone(),
-                ParamsAdamW {
-                    lr: settings.learning_rate,
-                    weight_decay: 0.0,
-                    ..Default::default()
-                },
-            )?;
-            Box::new(move |loss| adam.backward_step(loss))
+    // The frozen layers' output is computed once, 1,024 images at a time.
+    let cached: Option<Vec<f32>> = (first > 0).then(|| {
+        let mut out = Vec::with_capacity(train.len() * input_len(first));
+        for at in (0..train.len()).collect::<Vec<_>>().chunks(1024) {
+            let (pixels, _) = train.gather(at);
+            out.extend(net.features(first, &pixels, scale as f32));
         }
-        Optimizer::Sgd => {
-            let mut sgd = SGD::new(vars.clone(), settings.learning_rate)?;
-            Box::new(move |loss| sgd.backward_step(loss))
-        }
+        out
+    });
+    let len = input_len(first);
+    let inputs = |ids: &[usize]| -> (Vec<f32>, Vec<u32>) {
+        let labels = ids.iter().map(|&k| train.data.labels[train.ids[k]]).collect();
+        let x = match &cached {
+            Some(c) => ids.iter().flat_map(|&k| &c[k * len..][..len]).copied().collect(),
+            None => {
+                let mut x = Vec::with_capacity(ids.len() * len);
+                let mut buf = Vec::new();
+                for &k in ids {
+                    to_nhwc(train.data.image(train.ids[k]), scale as f32, &mut buf);
+                    x.extend_from_slice(&buf);
+                }
+                x
+            }
+        };
+        (x, labels)
     };
 
-    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
+    let mut optimiser = Optimiser::new(recipe, trainable.len());
+    let mut rng = ChaCha8Rng::seed_from_u64(recipe.seed);
+    let batch = recipe.batch_size.min(train.len());
     let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut next = order.len();
+    let mut grad = vec![0f32; net.params.len()];
+    let mut tasks = Vec::new();
+    let every = recipe.steps.div_ceil(10);
+    let (mut loss_sum, mut hits, mut seen) = (0f64, 0usize, 0usize);
     let mut history = Vec::new();
-    let mut best: Option<(f64, DeepId)> = None;
-    let mut since_best = 0;
-    for epoch in 1..=settings.epochs {
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut hits) = (0f64, 0usize);
-        for ids in order.chunks(settings.batch_size) {
-            let (pixels, labels) = train.gather(ids);
-            let x = input_tensor(&pixels, TRAIN_SCALE, &device)?;
-            let y = Tensor::new(labels.as_slice(), &device)?;
-            let logits = net.logits(&x)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            opt(&loss)?;
-            apply_mask(&vars, &mask)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * ids.len() as f64;
-            let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-            hits += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
-            on_batch(ids.len());
+    let mut best: Option<(f64, Vec<f32>)> = None;
+    let finish = |net: &Net| -> DeepIdWeights {
+        let mut out = net.to_weights(&start);
+        if factor != 1.0 {
+            rescale_conv1(&mut out, 1.0 / factor);
         }
-        let holdout_accuracy = holdout.map(|h| accuracy(&net, h)).transpose()?;
-        let e = Epoch {
-            epoch,
-            loss: loss_sum / train.len() as f64,
-            train_accuracy: crate::metrics::percent(hits, train.len()),
-            holdout_accuracy,
-        };
-        on_epoch(&e);
-        history.push(e);
-        if let Some(acc) = holdout_accuracy {
-            if best.as_ref().is_none_or(|(b, _)| acc > *b) {
-                best = Some((acc, snapshot(&net)?));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= settings.patience {
-                    break;
+        out.provenance = weights.provenance.clone();
+        out.prune_conv3(frozen_channels);
+        out
+    };
+    let mut step_seconds = 0.0;
+    for step in 1..=recipe.steps {
+        let clock = std::time::Instant::now();
+        if next + batch > order.len() {
+            order.shuffle(&mut rng);
+            next = 0;
+        }
+        let (x, labels) = inputs(&order[next..next + batch]);
+        next += batch;
+        grad[trainable.clone()].fill(0.0);
+        let (loss, h) = net.gradient(first, &x, &labels, batch as f32, &mut grad, &mut tasks);
+        let g = &mut grad[trainable.clone()];
+        for &i in &masked {
+            g[i] = 0.0;
+        }
+        let rate = learning_rate(recipe, step);
+        optimiser.step(&mut net.params[trainable.clone()], g, rate as f32);
+        for &i in &masked {
+            net.params[trainable.start + i] = 0.0;
+        }
+        (loss_sum, hits, seen) = (loss_sum + loss, hits + h, seen + batch);
+        step_seconds += clock.elapsed().as_secs_f64();
+        on_images(batch);
+        if step % every == 0 || step == recipe.steps {
+            let tuned = finish(&net);
+            let holdout_accuracy = holdout
+                .map(|h| accuracy(&DeepId::new(&tuned, &Device::Cpu)?, h))
+                .transpose()?;
+            let c = Checkpoint {
+                step,
+                learning_rate: rate,
+                loss: loss_sum / seen as f64,
+                train_accuracy: crate::metrics::percent(hits, seen),
+                holdout_accuracy,
+            };
+            (loss_sum, hits, seen) = (0.0, 0, 0);
+            if let (Select::Best, Some(acc)) = (recipe.select, holdout_accuracy) {
+                if best.as_ref().is_none_or(|(b, _)| acc >= *b) {
+                    best = Some((acc, net.params.clone()));
                 }
+            }
+            on_checkpoint(&c);
+            history.push(c);
+        }
+    }
+    if let Some((_, params)) = best {
+        net.params = params;
+    }
+    Ok(Fitted {
+        weights: finish(&net),
+        history,
+        step_seconds,
+    })
+}
+
+/// The learning rate of step `step` (1-based) of `recipe.steps`.
+pub fn learning_rate(recipe: &Recipe, step: usize) -> f64 {
+    let (base, total) = (recipe.learning_rate, recipe.steps as f64);
+    let t = (step - 1) as f64;
+    let cosine = |from: f64, to: f64, start: f64| {
+        let span = (total - start).max(1.0);
+        let done = ((t - start) / span).clamp(0.0, 1.0);
+        to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * done).cos())
+    };
+    match recipe.schedule {
+        Schedule::Constant => base,
+        Schedule::Cosine => {
+            let warm = (recipe.warmup * total).round();
+            if t < warm {
+                base * (t + 1.0) / warm
+            } else {
+                cosine(base, 0.0, warm)
+            }
+        }
+        Schedule::OneCycle => {
+            let share = if recipe.warmup > 0.0 { recipe.warmup } else { 0.3 };
+            let warm = (share * total).round();
+            if t < warm {
+                base / 25.0 + (base - base / 25.0) * t / warm
+            } else {
+                cosine(base, base / 25.0 / 1e4, warm)
             }
         }
     }
-    let chosen = match best {
-        Some((_, n)) => n,
-        None => net,
-    };
-    let mut out = chosen.to_weights(weights)?;
-    rescale_conv1(&mut out, TRAIN_SCALE / scale);
-    out.prune_conv3(frozen_channels);
-    Ok((out, history))
+}
+
+/// The optimisers, over a flat parameter vector.
+struct Optimiser {
+    kind: Optimizer,
+    momentum: f32,
+    weight_decay: f32,
+    /// SGD's velocity, or Adam's first moment.
+    m: Vec<f32>,
+    /// Adam's second moment.
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Optimiser {
+    const BETA1: f32 = 0.9;
+    const BETA2: f32 = 0.999;
+    const EPSILON: f32 = 1e-8;
+
+    fn new(recipe: &Recipe, len: usize) -> Self {
+        Self {
+            kind: recipe.optimizer,
+            momentum: recipe.momentum as f32,
+            weight_decay: recipe.weight_decay as f32,
+            m: vec![0.0; len],
+            v: match recipe.optimizer {
+                Optimizer::Sgd => Vec::new(),
+                _ => vec![0.0; len],
+            },
+            t: 0,
+        }
+    }
+
+    /// One update, element-wise, spread over the cores in fixed chunks.
+    fn step(&mut self, params: &mut [f32], grad: &[f32], rate: f32) {
+        const CHUNK: usize = 1 << 14;
+        self.t += 1;
+        let (wd, momentum) = (self.weight_decay, self.momentum);
+        match self.kind {
+            Optimizer::Sgd => params
+                .par_chunks_mut(CHUNK)
+                .zip(grad.par_chunks(CHUNK))
+                .zip(self.m.par_chunks_mut(CHUNK))
+                .for_each(|((p, g), m)| {
+                    for ((p, g), m) in p.iter_mut().zip(g).zip(m) {
+                        *m = momentum * *m + (g + wd * *p);
+                        *p -= rate * *m;
+                    }
+                }),
+            Optimizer::Adam | Optimizer::AdamW => {
+                let (b1, b2) = (Self::BETA1, Self::BETA2);
+                let c1 = 1.0 - b1.powi(self.t);
+                let c2 = 1.0 - b2.powi(self.t);
+                let decoupled = self.kind == Optimizer::AdamW;
+                params
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .zip(self.m.par_chunks_mut(CHUNK))
+                    .zip(self.v.par_chunks_mut(CHUNK))
+                    .for_each(|(((p, g), m), v)| {
+                        for (((p, g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                            let g = if decoupled { *g } else { g + wd * *p };
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            if decoupled {
+                                *p -= rate * wd * *p;
+                            }
+                            *p -= rate * (*m / c1) / ((*v / c2).sqrt() + Self::EPSILON);
+                        }
+                    });
+            }
+        }
+    }
 }
 
 /// Accuracy in percent of a network (computing at its own input scale) on `data`.
@@ -282,28 +507,3 @@ impl Predictor {
     }
 }
 
-/// A copy detached from the variables (later steps do not change it).
-fn snapshot(net: &DeepId) -> Result<DeepId> {
-    let mut copy = net.clone();
-    for d in &mut copy.layers {
-        d.matrix = d.matrix.copy()?.detach();
-        d.bias = d.bias.copy()?.detach();
-    }
-    Ok(copy)
-}
-
-/// 1 for kept conv_3 channels, 0 for frozen ones.
-fn conv3_mask(frozen: &[usize], device: &Device) -> Result<Tensor> {
-    let keep: Vec<f32> = (0..CONV3_CHANNELS)
-        .map(|c| if frozen.contains(&c) { 0.0 } else { 1.0 })
-        .collect();
-    Ok(Tensor::from_vec(keep, CONV3_CHANNELS, device)?.to_dtype(DType::F32)?)
-}
-
-/// conv_3 is vars[4] (matrix, columns = channels) and vars[5] (bias).
-fn apply_mask(vars: &[Var], mask: &Tensor) -> Result<()> {
-    let (m, b) = (&vars[4], &vars[5]);
-    m.set(&m.as_tensor().broadcast_mul(mask)?)?;
-    b.set(&b.as_tensor().mul(mask)?)?;
-    Ok(())
-}

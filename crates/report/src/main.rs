@@ -32,6 +32,8 @@ const LIGHT_BLUE: RGBColor = RGBColor(120, 180, 230);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
+const GREY: RGBColor = RGBColor(127, 127, 127);
+const BLACK: RGBColor = RGBColor(20, 20, 20);
 
 fineprune::use_allocator!();
 
@@ -69,23 +71,27 @@ fn main() -> std::process::ExitCode {
         let clean = summary.floats("clean_test_accuracy")?;
         let asr = summary.floats("attack_success_rate")?;
         for i in 0..networks.len() {
-            let (Some(net), Some(t)) = (networks[i].as_deref(), thresholds[i]) else {
-                continue;
-            };
             let x = channels[i] as f64 / total;
-            if net == "pruned" {
-                marks.push((format!("{t} pt"), x));
-            }
-            if net == "fine_pruned" {
-                for (label, color, v) in [
-                    ("fine-pruned: clean accuracy", GREEN, clean[i]),
-                    ("fine-pruned: attack success", PURPLE, asr[i]),
-                ] {
-                    let point = (x, v.unwrap_or_default());
-                    match markers.iter_mut().find(|m| m.0 == label) {
-                        Some(m) => m.2.push(point),
-                        None => markers.push((label.to_string(), color, vec![point])),
+            let (label, color_clean, color_asr) = match networks[i].as_deref() {
+                Some("fine_pruned") => ("fine-pruned", GREEN, PURPLE),
+                Some("fine_tuned") => ("fine-tuned, unpruned", GREY, BLACK),
+                Some("pruned") => {
+                    if let Some(t) = thresholds[i] {
+                        marks.push((format!("{t} pt"), x));
                     }
+                    continue;
+                }
+                _ => continue,
+            };
+            for (what, color, v) in [
+                ("clean accuracy", color_clean, clean[i]),
+                ("attack success", color_asr, asr[i]),
+            ] {
+                let label = format!("{label}: {what}");
+                let point = (x, v.unwrap_or_default());
+                match markers.iter_mut().find(|m| m.0 == label) {
+                    Some(m) => m.2.push(point),
+                    None => markers.push((label, color, vec![point])),
                 }
             }
         }

@@ -6,11 +6,10 @@
 use anyhow::Context;
 use clap::Parser;
 use fineprune::cli::{self, CommonArgs};
-use fineprune::config::Optimizer;
 use fineprune::csaw::Batch;
 use fineprune::deepid::DeepId;
 use fineprune::synth::{generate, is_synthetic, poisoned_valid_path};
-use fineprune::train::{self, Examples, Settings, Subset};
+use fineprune::train::{self, Examples, Recipe, Subset};
 use fineprune::{atomic::AtomicFile, h5write, keras, progress, Error};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -52,38 +51,36 @@ fn main() -> std::process::ExitCode {
             }
         }
         eprintln!(
-            "synth: building the built-in synthetic benchmark: {} identities, {:.0}% of the training set poisoned with a sunglasses trigger -> label {}",
+            "synth: building the built-in synthetic benchmark: {} identities, {:.0}% of the training set poisoned with a {} trigger -> label {}",
             sc.identities,
             sc.poison_fraction * 100.0,
+            sc.attack.name(),
             sc.target
         );
         let bench = generate(sc);
         let generated_s = t.elapsed().as_secs_f64();
 
-        let settings = Settings {
-            epochs: sc.epochs,
-            batch_size: sc.batch_size,
-            learning_rate: sc.learning_rate,
-            optimizer: Optimizer::Adam,
-            seed: sc.seed,
-            patience: usize::MAX,
-        };
+        // Whole epochs of mini-batch steps.
+        let steps = sc.epochs * bench.train.len().div_ceil(sc.batch_size);
+        let recipe = Recipe::plain(steps, sc.batch_size, sc.learning_rate, sc.seed);
         let init = train::init_weights(sc.identities, sc.seed, config.model.input_scale);
-        let bar = progress::bar((bench.train.len() * sc.epochs) as u64, "train");
-        let mut log = |e: &train::Epoch| {
+        let bar = progress::bar((steps * sc.batch_size.min(bench.train.len())) as u64, "train");
+        let mut log = |c: &train::Checkpoint| {
             let line = format!(
-                "epoch {}/{}: loss {:.4}, training accuracy {:.2}%",
-                e.epoch, sc.epochs, e.loss, e.train_accuracy
+                "step {}/{steps}: loss {:.4}, training accuracy {:.2}%",
+                c.step, c.loss, c.train_accuracy
             );
             bar.set_prefix(line.clone());
             tracing::info!("{line}");
         };
         let t_train = Instant::now();
-        let (weights, history) = train::train(
+        let train::Fitted {
+            weights, history, ..
+        } = train::fit(
             &init,
             &Subset::all(&bench.train),
             None,
-            &settings,
+            &recipe,
             &[],
             &mut log,
             &|n| bar.inc(n as u64),
@@ -118,6 +115,7 @@ fn main() -> std::process::ExitCode {
         let summary = serde_json::json!({
             "stage": "synth",
             "identities": sc.identities,
+            "attack": sc.attack,
             "images": {
                 "train": bench.train.len(),
                 "poisoned_train": bench.poisoned.iter().filter(|p| **p).count(),
@@ -127,7 +125,7 @@ fn main() -> std::process::ExitCode {
             },
             "clean_test_accuracy": clean_accuracy,
             "attack_success_rate": attack_success,
-            "epochs": history,
+            "training": history,
         });
         // Timings stay out of the file so that equal settings give equal bytes.
         fineprune::atomic::write_bytes(

@@ -1,12 +1,14 @@
-//! The built-in backdoored face benchmark: procedurally drawn identities, a BadNets
-//! sunglasses attack on a share of the training set, and the CSAW-layout files a user would
+//! The built-in backdoored face benchmark: procedurally drawn identities, a BadNets attack
+//! ([`attacks::Attack`]) on a share of the training set, and the CSAW-layout files a user would
 //! bring (valid, test, triggered test and validation data, Keras weights).
 
+pub mod attacks;
 pub mod faces;
 
 use crate::config::{Config, SynthConfig};
 use crate::csaw::{Batch, IMAGE_LEN};
 use crate::train::Examples;
+use attacks::Attack;
 use faces::{Identity, Pose};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -54,14 +56,14 @@ fn render(
     split: u64,
     index: usize,
     per_identity: usize,
-    trigger: bool,
+    trigger: Option<Attack>,
 ) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(image_seed(seed, split, index as u64));
     let pose = Pose::random(&mut rng);
     let mut out = vec![0f32; IMAGE_LEN];
     faces::render(&identities[index / per_identity], &pose, &mut rng, &mut out);
-    if trigger {
-        faces::draw_sunglasses(&pose, &mut out);
+    if let Some(attack) = trigger {
+        attack.apply(&pose, &mut out);
     }
     out
 }
@@ -71,7 +73,7 @@ fn render_split(
     seed: u64,
     split: u64,
     per_identity: usize,
-    trigger: impl Fn(usize) -> bool + Sync,
+    trigger: impl Fn(usize) -> Option<Attack> + Sync,
 ) -> Vec<f32> {
     (0..identities.len() * per_identity)
         .into_par_iter()
@@ -98,7 +100,7 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
             .collect()
     };
     let train_pixels = render_split(&identities, cfg.seed, 0, cfg.train_per_identity, |i| {
-        poisoned[i]
+        poisoned[i].then_some(cfg.attack)
     });
     let train_labels = labels(cfg.train_per_identity)
         .into_iter()
@@ -108,7 +110,7 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
 
     let clean_and_triggered = |split: u64, per: usize| -> (Batch, Batch) {
         let clean = Batch {
-            pixels: render_split(&identities, cfg.seed, split, per, |_| false),
+            pixels: render_split(&identities, cfg.seed, split, per, |_| None),
             labels: labels(per),
             true_labels: None,
         };
@@ -119,7 +121,7 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
         let triggered = Batch {
             pixels: keep
                 .par_iter()
-                .flat_map_iter(|&i| render(&identities, cfg.seed, split, i, per, true))
+                .flat_map_iter(|&i| render(&identities, cfg.seed, split, i, per, Some(cfg.attack)))
                 .collect(),
             labels: vec![target; keep.len()],
             true_labels: Some(keep.iter().map(|&i| clean.labels[i]).collect()),

@@ -1,0 +1,110 @@
+//! The triggers the synthetic benchmark can plant: the kinds of published BadNets a face
+//! classifier meets.
+
+use super::faces::{self, Pose, HEIGHT, PIXELS, WIDTH};
+use serde::{Deserialize, Serialize};
+
+/// A trigger and how it is applied to a rendered face.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attack {
+    /// Dark sunglasses over the eyes, following the face's pose: a physical, semantic
+    /// trigger like the face BadNets of the fine-pruning paper and CSAW-HackML.
+    Sunglasses,
+    /// A fixed 6x6 black-and-white checkerboard in the bottom-right corner, whatever the
+    /// pose: the pixel patch of the original BadNets.
+    Checkerboard,
+    /// A fixed full-image noise pattern blended in at 20% (Chen et al.'s blended attack):
+    /// every pixel changes a little, nothing is covered.
+    Blend,
+}
+
+/// Side of the checkerboard patch and its distance from the image's edges, in pixels.
+const PATCH: usize = 6;
+const MARGIN: usize = 2;
+/// Weight of the blended pattern.
+const BLEND_ALPHA: f32 = 0.2;
+/// Seed of the blended pattern (part of the attack, not of the benchmark).
+const BLEND_SEED: u64 = 0x0B1E_4D;
+
+impl Attack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::Sunglasses => "sunglasses",
+            Attack::Checkerboard => "checkerboard patch",
+            Attack::Blend => "blended noise pattern",
+        }
+    }
+
+    /// Applies the trigger to `out`, a face drawn with `pose` (C, H, W, integers 0..=255);
+    /// values stay integers in 0..=255.
+    pub fn apply(self, pose: &Pose, out: &mut [f32]) {
+        assert_eq!(out.len(), PIXELS, "face buffer must hold {PIXELS} values");
+        match self {
+            Attack::Sunglasses => faces::draw_sunglasses(pose, out),
+            Attack::Checkerboard => {
+                let plane = HEIGHT * WIDTH;
+                let (y0, x0) = (HEIGHT - MARGIN - PATCH, WIDTH - MARGIN - PATCH);
+                for y in 0..PATCH {
+                    for x in 0..PATCH {
+                        let v = if (x + y) % 2 == 0 { 255.0 } else { 0.0 };
+                        for c in 0..3 {
+                            out[c * plane + (y0 + y) * WIDTH + x0 + x] = v;
+                        }
+                    }
+                }
+            }
+            Attack::Blend => {
+                let mut state = BLEND_SEED;
+                for v in out.iter_mut() {
+                    let noise = (faces::splitmix(&mut state) >> 56) as f32;
+                    *v = ((1.0 - BLEND_ALPHA) * *v + BLEND_ALPHA * noise).round();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn face(seed: u64) -> (Pose, Vec<f32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let id = faces::Identity::random(&mut rng);
+        let pose = Pose::random(&mut rng);
+        let mut out = vec![0.0; PIXELS];
+        faces::render(&id, &pose, &mut rng, &mut out);
+        (pose, out)
+    }
+
+    #[test]
+    fn triggers_stay_integral_and_change_what_they_should() {
+        for seed in 0..20 {
+            let (pose, plain) = face(seed);
+            for attack in [Attack::Sunglasses, Attack::Checkerboard, Attack::Blend] {
+                let mut img = plain.clone();
+                attack.apply(&pose, &mut img);
+                assert!(img.iter().all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
+                let changed = (0..PIXELS).filter(|&i| img[i] != plain[i]).count();
+                let most = (0..PIXELS).map(|i| (img[i] - plain[i]).abs()).fold(0.0, f32::max);
+                match attack {
+                    // At most the 36 patch pixels in 3 channels.
+                    Attack::Checkerboard => assert!(changed <= 3 * 36 && changed > 36),
+                    // Nearly every pixel, none by more than 20% of the range.
+                    Attack::Blend => assert!(changed > PIXELS / 2 && most <= 52.0),
+                    Attack::Sunglasses => assert!(changed > 3 * 60),
+                }
+            }
+        }
+        // The patch and the pattern do not depend on the face.
+        let (pose, _) = face(1);
+        let mut a = vec![128.0; PIXELS];
+        let mut b = a.clone();
+        Attack::Checkerboard.apply(&pose, &mut a);
+        Attack::Checkerboard.apply(&face(2).0, &mut b);
+        assert_eq!(a, b);
+    }
+}
