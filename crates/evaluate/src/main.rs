@@ -217,7 +217,10 @@ fn sweep(args: &Args, work: &fineprune::paths::WorkPaths, model: &Path) -> anyho
             Some(_) => "fine_pruned",
             None => "fine_tuned",
         };
-        for (network, scores) in [(network.to_string(), fine), (format!("repaired_{network}"), repaired)] {
+        for (network, scores) in [
+            (network.to_string(), fine),
+            (format!("repaired_{network}"), repaired),
+        ] {
             rows.push(SummaryRow {
                 network,
                 threshold_percent: tuned.threshold,

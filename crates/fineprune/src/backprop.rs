@@ -160,7 +160,11 @@ impl Net {
                     let x = if l == 0 { &t.input } else { &below[l - 1] };
                     conv_forward(self, l, x, 1, &mut t.patches, &mut t.z[l], &mut above[0]);
                 }
-                dst.copy_from_slice(if first == 0 { &t.input } else { &t.a[first - 1] });
+                dst.copy_from_slice(if first == 0 {
+                    &t.input
+                } else {
+                    &t.a[first - 1]
+                });
             });
         out
     }
@@ -270,23 +274,12 @@ fn col2im(l: usize, d_patches: &[f32], n: usize, d_x: &mut [f32]) {
     let (h, w) = grid(l);
     let (k, c, _) = CONVS[l];
     let (oh, ow) = out_grid(l);
-    let row = k * k * c;
     for (img, src) in d_x
         .chunks_mut(h * w * c)
-        .zip(d_patches.chunks(oh * ow * row))
+        .zip(d_patches.chunks(oh * ow * k * k * c))
         .take(n)
     {
-        for y in 0..oh {
-            for x in 0..ow {
-                let r = &src[(y * ow + x) * row..][..row];
-                for ky in 0..k {
-                    let dst = &mut img[((y + ky) * w + x) * c..][..k * c];
-                    for (d, s) in dst.iter_mut().zip(&r[ky * k * c..][..k * c]) {
-                        *d += s;
-                    }
-                }
-            }
-        }
+        crate::linalg::col2im(k, (h, w, c), src, img);
     }
 }
 
@@ -329,18 +322,15 @@ fn conv_forward(
     matmul(rows, s.rows, s.cols, patch_buf, s.matrix(&net.params), z);
     add_bias(&mut z[..rows * s.cols], s.bias(&net.params));
     let (oh, ow) = out_grid(l);
-    let (ph, pw, c) = (oh / 2, ow / 2, s.cols);
-    for (raw, dst) in z.chunks(oh * ow * c).zip(a.chunks_mut(ph * pw * c)).take(n) {
-        for y in 0..ph {
-            for x in 0..pw {
-                let at = |dy: usize, dx: usize| &raw[((2 * y + dy) * ow + 2 * x + dx) * c..][..c];
-                let (p, q, r, t) = (at(0, 0), at(0, 1), at(1, 0), at(1, 1));
-                let d = &mut dst[(y * pw + x) * c..][..c];
-                for i in 0..c {
-                    d[i] = p[i].max(q[i]).max(r[i].max(t[i])).max(0.0);
-                }
-            }
-        }
+    let c = s.cols;
+    // z holds the bias already.
+    let zero = [0f32; 80];
+    for (raw, dst) in z
+        .chunks(oh * ow * c)
+        .zip(a.chunks_mut(oh / 2 * (ow / 2) * c))
+        .take(n)
+    {
+        crate::trunk::pool_bias_relu(raw, (oh, ow, c), &zero[..c], dst);
     }
 }
 
@@ -405,7 +395,12 @@ impl Step<'_> {
         } = self;
         let n = labels.len();
         let p = &net.params;
-        let [s4, s5, s6, s7] = [net.slots[3], net.slots[FC_1], net.slots[FC_2], net.slots[OUTPUT]];
+        let [s4, s5, s6, s7] = [
+            net.slots[3],
+            net.slots[FC_1],
+            net.slots[FC_2],
+            net.slots[OUTPUT],
+        ];
         let classes = net.classes;
 
         // Down: the convolutions, one image at a time; pool_3 of the group ends up in a[2].
@@ -482,7 +477,15 @@ impl Step<'_> {
         // Up again: the head.
         let g = &mut t.grad;
         let (gm, gb) = s7.grads(g);
-        product(FEATURES, n, classes, (&t.hidden, true), (d_logits, false), gm, true);
+        product(
+            FEATURES,
+            n,
+            classes,
+            (&t.hidden, true),
+            (d_logits, false),
+            gm,
+            true,
+        );
         add_column_sums(gb, d_logits);
         t.d_hidden.resize(n * FEATURES, 0.0);
         product(
@@ -521,7 +524,15 @@ impl Step<'_> {
             }
         }
         let (gm, gb) = s4.grads(g);
-        product(s4.rows, rows4, s4.cols, (&t.patches, true), (&t.d_conv_4, false), gm, true);
+        product(
+            s4.rows,
+            rows4,
+            s4.cols,
+            (&t.patches, true),
+            (&t.d_conv_4, false),
+            gm,
+            true,
+        );
         add_column_sums(gb, &t.d_conv_4);
         if first == 3 {
             return (loss, hits);
@@ -563,7 +574,15 @@ impl Step<'_> {
                 };
                 let rows = patches(l, x, 1, &mut t.patches);
                 let (gm, gb) = s.grads(g);
-                product(s.rows, rows, s.cols, (&t.patches, true), (&t.d_z, false), gm, true);
+                product(
+                    s.rows,
+                    rows,
+                    s.cols,
+                    (&t.patches, true),
+                    (&t.d_z, false),
+                    gm,
+                    true,
+                );
                 add_column_sums(gb, &t.d_z);
                 if l > first {
                     t.d_patches.resize(rows * s.rows, 0.0);

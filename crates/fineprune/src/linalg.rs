@@ -76,6 +76,25 @@ pub fn im2col<const K: usize, const C: usize>(
     (oh, ow)
 }
 
+/// The adjoint of [`im2col`] for one image: adds each row of `k x k` patch gradients
+/// (`d_patches`, rows in (ky, kx, c) order) back onto the (h, w, c) NHWC image gradient `d_x`.
+#[inline(always)]
+pub fn col2im(k: usize, (h, w, c): (usize, usize, usize), d_patches: &[f32], d_x: &mut [f32]) {
+    let (oh, ow) = (h + 1 - k, w + 1 - k);
+    let row = k * k * c;
+    for y in 0..oh {
+        for x in 0..ow {
+            let r = &d_patches[(y * ow + x) * row..][..row];
+            for ky in 0..k {
+                let dst = &mut d_x[((y + ky) * w + x) * c..][..k * c];
+                for (d, s) in dst.iter_mut().zip(&r[ky * k * c..][..k * c]) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
 /// `y += a * x`.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {

@@ -95,19 +95,7 @@ impl CustomOp1 for Im2Col {
         let mut dx = vec![0f32; n * h * w * c];
         dx.par_chunks_mut(h * w * c)
             .zip(g.par_chunks(oh * ow * row))
-            .for_each(|(img, src)| {
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let r = &src[(y * ow + xo) * row..][..row];
-                        for ky in 0..k {
-                            let dst = &mut img[((y + ky) * w + xo) * c..][..k * c];
-                            for (d, s) in dst.iter_mut().zip(&r[ky * k * c..][..k * c]) {
-                                *d += s;
-                            }
-                        }
-                    }
-                }
-            });
+            .for_each(|(img, src)| crate::linalg::col2im(k, (h, w, c), src, img));
         Ok(Some(Tensor::from_vec(dx, (n, h, w, c), arg.device())?))
     }
 }

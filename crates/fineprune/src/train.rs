@@ -16,9 +16,9 @@ use crate::trunk::Trunk;
 use crate::weights::{weight_shape, DeepIdWeights, Layer, Param, Provenance, LAYERS};
 use candle_core::Device;
 use rand::seq::SliceRandom;
-use rayon::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 const TRAIN_SCALE: f64 = 1.0 / 255.0;
 
@@ -273,9 +273,16 @@ pub fn fit(
     });
     let len = input_len(first);
     let inputs = |ids: &[usize]| -> (Vec<f32>, Vec<u32>) {
-        let labels = ids.iter().map(|&k| train.data.labels[train.ids[k]]).collect();
+        let labels = ids
+            .iter()
+            .map(|&k| train.data.labels[train.ids[k]])
+            .collect();
         let x = match &cached {
-            Some(c) => ids.iter().flat_map(|&k| &c[k * len..][..len]).copied().collect(),
+            Some(c) => ids
+                .iter()
+                .flat_map(|&k| &c[k * len..][..len])
+                .copied()
+                .collect(),
             None => {
                 let mut x = Vec::with_capacity(ids.len() * len);
                 let mut buf = Vec::new();
@@ -384,7 +391,11 @@ pub fn learning_rate(recipe: &Recipe, step: usize) -> f64 {
             }
         }
         Schedule::OneCycle => {
-            let share = if recipe.warmup > 0.0 { recipe.warmup } else { 0.3 };
+            let share = if recipe.warmup > 0.0 {
+                recipe.warmup
+            } else {
+                0.3
+            };
             let warm = (share * total).round();
             if t < warm {
                 base / 25.0 + (base - base / 25.0) * t / warm
@@ -506,4 +517,3 @@ impl Predictor {
         self.head.classify(&pool_3)
     }
 }
-

@@ -193,7 +193,12 @@ impl pulp::WithSimd for Group<'_> {
 /// bias and ReLU: adding a per-channel bias and rounding are monotonic, so this equals
 /// pooling after the bias and ReLU, on a quarter of the values.
 #[inline(always)]
-fn pool_bias_relu(raw: &[f32], (h, w, c): (usize, usize, usize), bias: &[f32], out: &mut [f32]) {
+pub(crate) fn pool_bias_relu(
+    raw: &[f32],
+    (h, w, c): (usize, usize, usize),
+    bias: &[f32],
+    out: &mut [f32],
+) {
     let (oh, ow) = (h / 2, w / 2);
     for y in 0..oh {
         for x in 0..ow {

@@ -85,7 +85,14 @@ fn gradients_match_candle_for_every_layer() {
     let want = candle_gradient(&w, &data);
     let net = Net::new(&w);
     let mut grad = vec![0f32; net.params.len()];
-    let (loss, _) = net.gradient(0, &nhwc(&data), &data.labels, 37.0, &mut grad, &mut Vec::new());
+    let (loss, _) = net.gradient(
+        0,
+        &nhwc(&data),
+        &data.labels,
+        37.0,
+        &mut grad,
+        &mut Vec::new(),
+    );
     assert!(loss.is_finite() && loss > 0.0);
     for (i, s) in net.slots.iter().enumerate() {
         for (what, range) in [
@@ -95,7 +102,10 @@ fn gradients_match_candle_for_every_layer() {
             let (got, want) = (&grad[range.clone()], &want[range]);
             let err = relative_error(got, want);
             assert!(err < 1e-4, "layer {i} {what}: relative error {err}");
-            assert!(want.iter().any(|v| *v != 0.0), "layer {i} {what}: zero gradient");
+            assert!(
+                want.iter().any(|v| *v != 0.0),
+                "layer {i} {what}: zero gradient"
+            );
         }
     }
     // Training from conv_3 up on cached conv_2 outputs gives the same upper gradients and
@@ -103,7 +113,14 @@ fn gradients_match_candle_for_every_layer() {
     let features = net.features(2, &data.pixels, SCALE as f32);
     assert_eq!(features.len(), 37 * input_len(2));
     let mut upper = vec![0f32; net.params.len()];
-    net.gradient(2, &features, &data.labels, 37.0, &mut upper, &mut Vec::new());
+    net.gradient(
+        2,
+        &features,
+        &data.labels,
+        37.0,
+        &mut upper,
+        &mut Vec::new(),
+    );
     let r = net.from_layer(2);
     assert!(upper[..r.start].iter().all(|v| *v == 0.0));
     assert!(relative_error(&upper[r.clone()], &grad[r]) < 1e-5);
@@ -137,12 +154,18 @@ fn gradients_match_finite_differences() {
             // Smaller differences drown in the float32 rounding of the loss.
             if numeric.abs() > 2e-2 {
                 let rel = (numeric - analytic).abs() / numeric.abs();
-                assert!(rel < 0.1, "parameter {i}: numeric {numeric}, analytic {analytic}");
+                assert!(
+                    rel < 0.1,
+                    "parameter {i}: numeric {numeric}, analytic {analytic}"
+                );
                 checked += 1;
             }
         }
     }
-    assert!(checked >= 10, "too few parameters with a measurable gradient ({checked})");
+    assert!(
+        checked >= 10,
+        "too few parameters with a measurable gradient ({checked})"
+    );
 }
 
 fn recipe(optimizer: Optimizer, first_layer: usize) -> Recipe {
@@ -170,23 +193,45 @@ fn pruned_channels_stay_zero_and_frozen_layers_stay_put() {
     for optimizer in [Optimizer::Sgd, Optimizer::Adam, Optimizer::AdamW] {
         for first in [0, 2] {
             let fit = || {
-                train::fit(&w, &all, None, &recipe(optimizer, first), &pruned, &mut |_| {}, &|_| {})
-                    .unwrap()
+                train::fit(
+                    &w,
+                    &all,
+                    None,
+                    &recipe(optimizer, first),
+                    &pruned,
+                    &mut |_| {},
+                    &|_| {},
+                )
+                .unwrap()
             };
-            let train::Fitted { weights: tuned, history, .. } = fit();
+            let train::Fitted {
+                weights: tuned,
+                history,
+                ..
+            } = fit();
             assert_eq!(history.last().unwrap().step, 12);
             let conv_3 = tuned.layer("conv_3");
             for &c in &pruned {
-                assert!(conv_3.weight.data[c * 360..][..360].iter().all(|v| *v == 0.0));
+                assert!(conv_3.weight.data[c * 360..][..360]
+                    .iter()
+                    .all(|v| *v == 0.0));
                 assert_eq!(conv_3.bias.data[c], 0.0);
             }
-            assert_ne!(conv_3.weight, w.layer("conv_3").weight, "conv_3 did not train");
+            assert_ne!(
+                conv_3.weight,
+                w.layer("conv_3").weight,
+                "conv_3 did not train"
+            );
             for (l, (a, b)) in tuned.layers.iter().zip(&w.layers).enumerate() {
                 if l < first {
                     assert_eq!(a, b, "frozen layer {l} changed");
                 }
             }
-            assert_eq!(fit().weights, tuned, "{optimizer:?}: same seed, different weights");
+            assert_eq!(
+                fit().weights,
+                tuned,
+                "{optimizer:?}: same seed, different weights"
+            );
         }
     }
 }
@@ -199,10 +244,16 @@ fn training_fits_a_small_set() {
     let before = train::accuracy(&net, &all).unwrap();
     let mut r = recipe(Optimizer::Adam, 0);
     (r.steps, r.learning_rate, r.weight_decay) = (120, 3e-3, 0.0);
-    let train::Fitted { weights: tuned, history, .. } =
-        train::fit(&w, &all, None, &r, &[], &mut |_| {}, &|_| {}).unwrap();
+    let train::Fitted {
+        weights: tuned,
+        history,
+        ..
+    } = train::fit(&w, &all, None, &r, &[], &mut |_| {}, &|_| {}).unwrap();
     let after = train::accuracy(&DeepId::new(&tuned, &Device::Cpu).unwrap(), &all).unwrap();
-    assert!(after >= 95.0 && after > before + 40.0, "accuracy {before} -> {after}");
+    assert!(
+        after >= 95.0 && after > before + 40.0,
+        "accuracy {before} -> {after}"
+    );
     assert!(history.last().unwrap().loss < history[0].loss / 4.0);
 }
 

@@ -115,13 +115,20 @@ fn main() -> std::process::ExitCode {
             let name = match job.channels_pruned {
                 Some(_) => format!(
                     "threshold {} pt",
-                    job.thresholds.iter().map(|t| paths::label(*t)).collect::<Vec<_>>().join("/")
+                    job.thresholds
+                        .iter()
+                        .map(|t| paths::label(*t))
+                        .collect::<Vec<_>>()
+                        .join("/")
                 ),
                 None => "unpruned".to_string(),
             };
             let mut start = DeepIdWeights::load(&job.source)?;
             let channels = start.pruned_channels();
-            if job.channels_pruned.is_some_and(|k| channels != sweep.order[..k]) {
+            if job
+                .channels_pruned
+                .is_some_and(|k| channels != sweep.order[..k])
+            {
                 return Err(Error::invalid(
                     &job.source,
                     "was not pruned by this sweep; re-run prune",
@@ -160,13 +167,17 @@ fn main() -> std::process::ExitCode {
                 &|n| bar.inc(n as u64),
             )?;
             bar.finish_and_clear();
-            (trained_images, training_s) = (trained_images + ft.steps * batch, training_s + step_seconds);
+            (trained_images, training_s) =
+                (trained_images + ft.steps * batch, training_s + step_seconds);
             tracing::info!(
                 "{name}: {:.1} s, of which {step_seconds:.1} s training steps ({:.0} images/s)",
                 t_job.elapsed().as_secs_f64(),
                 (ft.steps * batch) as f64 / step_seconds
             );
-            let source_name = job.source.file_name().map(|f| f.to_string_lossy().into_owned());
+            let source_name = job
+                .source
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned());
             let extra = &mut tuned.provenance.extra;
             extra.insert("pruned_channels".into(), serde_json::to_string(&channels)?);
             extra.insert("finetune".into(), serde_json::to_string(ft)?);

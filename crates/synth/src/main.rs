@@ -64,7 +64,10 @@ fn main() -> std::process::ExitCode {
         let steps = sc.epochs * bench.train.len().div_ceil(sc.batch_size);
         let recipe = Recipe::plain(steps, sc.batch_size, sc.learning_rate, sc.seed);
         let init = train::init_weights(sc.identities, sc.seed, config.model.input_scale);
-        let bar = progress::bar((steps * sc.batch_size.min(bench.train.len())) as u64, "train");
+        let bar = progress::bar(
+            (steps * sc.batch_size.min(bench.train.len())) as u64,
+            "train",
+        );
         let mut log = |c: &train::Checkpoint| {
             let line = format!(
                 "step {}/{steps}: loss {:.4}, training accuracy {:.2}%",

@@ -25,7 +25,7 @@ const MARGIN: usize = 2;
 /// Weight of the blended pattern.
 const BLEND_ALPHA: f32 = 0.2;
 /// Seed of the blended pattern (part of the attack, not of the benchmark).
-const BLEND_SEED: u64 = 0x0B1E_4D;
+const BLEND_SEED: u64 = 0x000B_1E4D;
 
 impl Attack {
     pub fn name(self) -> &'static str {
@@ -87,9 +87,13 @@ mod tests {
             for attack in [Attack::Sunglasses, Attack::Checkerboard, Attack::Blend] {
                 let mut img = plain.clone();
                 attack.apply(&pose, &mut img);
-                assert!(img.iter().all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
+                assert!(img
+                    .iter()
+                    .all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
                 let changed = (0..PIXELS).filter(|&i| img[i] != plain[i]).count();
-                let most = (0..PIXELS).map(|i| (img[i] - plain[i]).abs()).fold(0.0, f32::max);
+                let most = (0..PIXELS)
+                    .map(|i| (img[i] - plain[i]).abs())
+                    .fold(0.0, f32::max);
                 match attack {
                     // At most the 36 patch pixels in 3 channels.
                     Attack::Checkerboard => assert!(changed <= 3 * 36 && changed > 36),
