@@ -417,7 +417,7 @@ fn chunked_compressed_and_integer_label_files_ingest_alike() {
             ],
         );
         assert!(o.status.success(), "{name}: {}", stderr(&o));
-        let batch = fineprune::source::Images::open(&out.join("valid.parquet"), 1283)
+        let batch = formats::source::Images::open(&out.join("valid.parquet"), 1283)
             .unwrap()
             .read_all()
             .unwrap();
@@ -456,7 +456,7 @@ fn fractional_pixels_ingest_exactly_as_float32() {
     assert!(o.status.success(), "{}", stderr(&o));
     let json = String::from_utf8_lossy(&o.stdout);
     assert!(json.contains(r#""pixel_type":"float32""#), "{json}");
-    let batch = fineprune::source::Images::open(&out.join("valid.parquet"), 1283)
+    let batch = formats::source::Images::open(&out.join("valid.parquet"), 1283)
         .unwrap()
         .read_all()
         .unwrap();

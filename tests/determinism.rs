@@ -41,7 +41,7 @@ fn the_sweep_pipeline_is_deterministic() {
     );
 
     // The fine-pruned network keeps its pruned channels at exactly zero.
-    let tuned = fineprune::weights::DeepIdWeights::load(
+    let tuned = <model::DeepIdWeights as formats::ModelFile>::load(
         &runs[0]
             .path()
             .join("work/finetune/bd_net_fineprune_4_percent_threshold.safetensors"),
@@ -49,22 +49,28 @@ fn the_sweep_pipeline_is_deterministic() {
     .unwrap();
     let pruned = tuned.pruned_channels();
     assert_eq!(pruned.len(), 45);
-    let conv3 = tuned.layer("conv_3");
-    for &c in &pruned {
+    let conv3 = &tuned.layers.conv_3;
+    for &c in pruned {
         assert_eq!(conv3.bias.data[c], 0.0);
         assert!(conv3.weight.data[c * 360..(c + 1) * 360]
             .iter()
             .all(|v| *v == 0.0));
     }
     // ... while the kept ones did train.
-    let original = fineprune::weights::DeepIdWeights::load(
+    let original = <model::DeepIdWeights as formats::ModelFile>::load(
         &runs[0]
             .path()
             .join("work/prune/bd_net_prime_4_percent_threshold.safetensors"),
     )
     .unwrap();
-    assert_ne!(original.layer("conv_3").weight, conv3.weight);
-    assert!(tuned.provenance.extra["finetune"].contains("\"steps\":6"));
+    assert_ne!(original.layers.conv_3.weight, conv3.weight);
+    assert!(tuned
+        .provenance
+        .finetuned
+        .as_ref()
+        .unwrap()
+        .settings
+        .contains("\"steps\":6"));
 }
 
 const TINY_SYNTH: &str = "[synth]\nidentities = 6\ntrain_per_identity = 12\nvalid_per_identity = 3\ntest_per_identity = 3\nepochs = 1\nbatch_size = 16\n";
@@ -98,14 +104,14 @@ fn synth_is_deterministic_and_refuses_user_files() {
         "ingest",
         &["--config", d.join("pipeline.toml").to_str().unwrap()],
     );
-    let test = fineprune::csaw::CsawFile::open(&d.join("data/bd_test.h5")).unwrap();
+    let test = formats::csaw::CsawFile::open(&d.join("data/bd_test.h5")).unwrap();
     assert_eq!(
         test.len(),
         5 * 3,
         "triggered images of the 5 non-target identities"
     );
     assert!(test.has_true_labels());
-    let w = fineprune::keras::import(&d.join("models/bd_net.h5"), 1.0).unwrap();
+    let w = formats::keras::import(&d.join("models/bd_net.h5"), 1.0).unwrap();
     assert_eq!(w.classes(), 6);
 
     // A file synth did not write is never overwritten.

@@ -98,14 +98,14 @@ fn pruned_models_equal_the_sweep_they_came_from() {
         run_ok(stage, &["--config", c]);
     }
     let work = dir.path().join("work");
-    let pruned = fineprune::weights::DeepIdWeights::load(
+    let pruned = <model::DeepIdWeights as formats::ModelFile>::load(
         &work.join("prune/bd_net_prime_4_percent_threshold.safetensors"),
     )
     .unwrap();
     let channels = pruned.pruned_channels();
     assert_eq!(channels.len(), 45);
-    let conv3 = pruned.layer("conv_3");
-    for &c in &channels {
+    let conv3 = &pruned.layers.conv_3;
+    for &c in channels {
         assert_eq!(conv3.bias.data[c], 0.0);
         assert!(conv3.weight.data[c * 360..(c + 1) * 360]
             .iter()
@@ -128,7 +128,7 @@ fn pruned_models_equal_the_sweep_they_came_from() {
             out.to_str().unwrap(),
         ],
     );
-    let t = fineprune::table::Table::read(&out).unwrap();
+    let t = formats::table::Table::read(&out).unwrap();
     let (labels, b_prime) = (t.ints("label").unwrap(), t.ints("b_prime").unwrap());
     let hits = labels.iter().zip(&b_prime).filter(|(l, p)| l == p).count();
     assert!(

@@ -5,11 +5,11 @@
 //! initialised DeepID with 1,283 classes.
 
 use anyhow::Context;
+use benchmark::faces::{self, Identity, Pose};
 use clap::Parser;
-use fineprune::csaw::{Batch, IMAGE_LEN};
-use fineprune::deepid::DeepId;
-use fineprune::synth::faces::{self, Identity, Pose};
-use fineprune::{h5write, keras, train};
+use formats::csaw::{Batch, IMAGE_LEN};
+use formats::{h5write, keras};
+use model::{train, Classifier, Network};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -42,7 +42,7 @@ const CLASSES: usize = 1283;
 
 /// Synthetic faces; `trigger` adds sunglasses and labels 0, clean images are labelled with the
 /// network's own predictions (so accuracy starts at 100% and thresholds are reached).
-fn faces(n: usize, seed: u64, trigger: bool, net: &DeepId) -> anyhow::Result<Batch> {
+fn faces(n: usize, seed: u64, trigger: bool, net: &Classifier) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<Identity> = (0..64).map(|_| Identity::random(&mut rng)).collect();
     let pixels = (0..n)
@@ -62,16 +62,13 @@ fn faces(n: usize, seed: u64, trigger: bool, net: &DeepId) -> anyhow::Result<Bat
     let labels = if trigger {
         vec![0; n]
     } else {
-        train::predict(net, &pixels)?
-            .into_iter()
-            .map(|c| c as i32)
-            .collect()
+        net.predict(&pixels).into_iter().map(|c| c as i32).collect()
     };
-    Ok(Batch {
+    Batch {
         pixels,
         labels,
         true_labels: None,
-    })
+    }
 }
 
 /// Wall seconds and peak RSS (MiB) of one child process.
@@ -112,7 +109,7 @@ fn generate(args: &Args, data: &Path, weights: &Path) -> anyhow::Result<()> {
     if !weights.exists() {
         keras::export(&train::init_weights(CLASSES, 1, 1.0), weights, false)?;
     }
-    let net = DeepId::new(&keras::import(weights, 1.0)?, &candle_core::Device::Cpu)?;
+    let net = Classifier::new(&Network::new(&keras::import(weights, 1.0)?));
     for (name, n, seed, trigger) in [
         ("valid", args.valid, 1, false),
         ("test", args.test, 2, false),
@@ -121,8 +118,8 @@ fn generate(args: &Args, data: &Path, weights: &Path) -> anyhow::Result<()> {
         let path = data_path(data, name, n);
         if !path.exists() {
             eprintln!("bench: generating {}", path.display());
-            let out = fineprune::atomic::AtomicFile::new(&path)?;
-            h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net)?, false)?;
+            let out = formats::atomic::AtomicFile::new(&path)?;
+            h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net), false)?;
             out.commit()?;
         }
     }

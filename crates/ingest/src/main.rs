@@ -1,11 +1,11 @@
 //! `ingest`: CSAW HDF5 datasets -> `work/ingest/{valid,test,poisoned_test}.parquet` and Keras
 //! HDF5 weights -> `work/ingest/model.safetensors` (PyTorch tensor contract).
 
-use anyhow::Context;
 use clap::Parser;
-use fineprune::cli::{self, CommonArgs};
-use fineprune::paths::Split;
-use fineprune::{ingest, keras, progress};
+use cli::progress::Bars;
+use cli::CommonArgs;
+use formats::ingest::{run, IngestFiles};
+use formats::paths::Split;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -31,88 +31,43 @@ struct Args {
     output_dir: Option<PathBuf>,
 }
 
-fineprune::use_allocator!();
+cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::stage("ingest", |args: Args, config, paths| {
-        let out_dir = args
-            .output_dir
-            .clone()
-            .unwrap_or_else(|| paths.model().parent().expect("ingest folder").to_path_buf());
-        let weights_path = args.weights.unwrap_or(config.model.weights.clone());
-
+    cli::stage("ingest", |args: Args, config, work| {
         let t = Instant::now();
-        let weights = keras::import(&weights_path, config.model.input_scale)
-            .with_context(|| "importing the Keras weights")?;
-        let model_out = out_dir.join("model.safetensors");
-        let classes = weights.classes();
-        let inputs = [
-            (
-                Split::Valid,
-                args.valid.unwrap_or(config.data.valid.clone()),
-            ),
-            (Split::Test, args.test.unwrap_or(config.data.test.clone())),
-            (
-                Split::PoisonedTest,
-                args.poisoned_test
-                    .unwrap_or(config.data.poisoned_test.clone()),
-            ),
-        ];
-        // Convert the data first: the model file is the stage's last output, so an interrupted
-        // run never looks complete to make.
-        // The three files convert in parallel and appear together, only if all succeed.
-        let (summaries, files): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
-            let jobs: Vec<_> = inputs
-                .iter()
-                .map(|(split, input)| {
-                    let output = out_dir.join(format!("{split}.parquet"));
-                    scope.spawn(move || {
-                        let bar = progress::bar(0, split.name());
-                        let s =
-                            ingest::ingest_dataset(input, &output, classes, &|n| bar.inc(n as u64));
-                        bar.finish_and_clear();
-                        s
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| j.join().expect("ingest thread panicked"))
-                .collect::<fineprune::Result<Vec<_>>>()
-        })?
-        .into_iter()
-        .unzip();
-        fineprune::atomic::commit_all(files)?;
-        if !args.common.json {
-            for s in &summaries {
-                println!("{}", s.line());
-            }
-        }
-        weights.save(&model_out)?;
-        let model_line = format!(
-            "{} -> {}: DeepID, {} classes, input scale {}, sha256 {}, {:.2} s",
-            weights_path.display(),
-            model_out.display(),
-            classes,
-            weights.provenance.input_scale,
-            &weights.provenance.source_sha256[..12],
-            t.elapsed().as_secs_f64()
-        );
+        let data = config.data;
+        let files = IngestFiles {
+            datasets: [
+                (Split::Valid, args.valid.unwrap_or(data.valid)),
+                (Split::Test, args.test.unwrap_or(data.test)),
+                (
+                    Split::PoisonedTest,
+                    args.poisoned_test.unwrap_or(data.poisoned_test),
+                ),
+            ],
+            weights: args.weights.unwrap_or(config.model.weights),
+            input_scale: config.model.input_scale,
+            output_dir: args.output_dir.unwrap_or_else(|| work.stage("ingest")),
+        };
+        let s = run(&files, &Bars::new())?;
+        let seconds = t.elapsed().as_secs_f64();
         if args.common.json {
-            cli::print_json(&serde_json::json!({
-                "stage": "ingest",
-                "datasets": summaries,
-                "model": {
-                    "input": weights_path,
-                    "output": model_out,
-                    "classes": classes,
-                    "input_scale": weights.provenance.input_scale,
-                    "source_sha256": weights.provenance.source_sha256,
-                },
-                "seconds": t.elapsed().as_secs_f64(),
-            }));
-        } else {
-            println!("{model_line}");
+            cli::print_json(&cli::with_seconds("ingest", &s, seconds));
+            return Ok(());
         }
+        for d in &s.datasets {
+            println!("{}", d.line());
+        }
+        let m = &s.model;
+        println!(
+            "{} -> {}: DeepID, {} classes, input scale {}, sha256 {}, {seconds:.2} s",
+            m.input.display(),
+            m.output.display(),
+            m.classes,
+            m.input_scale,
+            &m.source_sha256[..12]
+        );
         Ok(())
     })
 }

@@ -4,10 +4,10 @@
 //! exactly the stages whose own table changed.
 
 use anyhow::Context;
+use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
 use clap::{Parser, Subcommand};
-use fineprune::cli;
-use fineprune::config::Config;
-use fineprune::synth::{is_synthetic, poisoned_valid_path};
+use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig};
+use formats::config::Config;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -28,7 +28,7 @@ enum Command {
     },
 }
 
-fineprune::use_allocator!();
+cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::run("pipeline", || {
@@ -37,11 +37,22 @@ fn main() -> std::process::ExitCode {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let stamps = cfg.work.dir.join("config");
         std::fs::create_dir_all(&stamps).with_context(|| stamps.display().to_string())?;
-        for table in Config::TABLES {
-            let text = cfg.table_json(table).expect("known table") + "\n";
+        // Every table is read and checked here, before any stage starts work.
+        let tables = [
+            ("data", cfg.common_json("data").unwrap_or_default()),
+            ("model", cfg.common_json("model").unwrap_or_default()),
+            ("work", cfg.common_json("work").unwrap_or_default()),
+            ("synth", cfg.table_json::<SynthConfig>()?),
+            ("profile", cfg.table_json::<ProfileConfig>()?),
+            ("prune", cfg.table_json::<PruneConfig>()?),
+            ("finetune", cfg.table_json::<FinetuneConfig>()?),
+            ("evaluate", cfg.table_json::<EvaluateConfig>()?),
+        ];
+        for (table, json) in tables {
+            let text = json + "\n";
             let path = stamps.join(format!("{table}.json"));
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-                fineprune::atomic::write_bytes(&path, text.as_bytes())?;
+                formats::atomic::write_bytes(&path, text.as_bytes())?;
             }
         }
         let inputs = [
@@ -62,10 +73,10 @@ fn main() -> std::process::ExitCode {
         }
         text += &format!(
             "DATA_POISONED_VALID := {}\n",
-            abs(&poisoned_valid_path(&cfg)).display()
+            abs(&poisoned_valid_path(&cfg.data.valid)).display()
         );
         text += &format!("DATA_MODE := {mode}\n");
-        fineprune::atomic::write_bytes(&out, text.as_bytes())?;
+        formats::atomic::write_bytes(&out, text.as_bytes())?;
         Ok(())
     })
 }
@@ -101,7 +112,7 @@ fn data_mode(cfg: &Config) -> anyhow::Result<&'static str> {
             missing.join(", ")
         )
     };
-    Err(fineprune::Error::Config {
+    Err(formats::Error::Config {
         path: cfg.source.clone(),
         message: problem,
     }

@@ -1,0 +1,159 @@
+//! What every stage binary shares: `--config`, `--json`, logging to stderr, and the exit codes
+//! the README documents (0 success, 1 bad input or failed work, 2 bad usage or configuration).
+
+pub mod progress;
+
+use formats::config::Config;
+use formats::paths::WorkPaths;
+use formats::Error;
+use std::path::PathBuf;
+
+/// The allocator every stage binary installs: the tensor code allocates and frees large
+/// buffers at a high rate, which glibc's malloc answers with mmap/munmap pairs and page faults.
+pub use mimalloc::MiMalloc;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Pipeline configuration file.
+    #[arg(long, default_value = "pipeline.toml")]
+    pub config: PathBuf,
+    /// Work folder (overrides `[work] dir`).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--model`: the backdoored network B that the stages after `ingest` start from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// The backdoored model (default: `<work>/ingest/model.safetensors`).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn path(&self, work: &WorkPaths) -> PathBuf {
+        self.model.clone().unwrap_or_else(|| work.model())
+    }
+}
+
+impl CommonArgs {
+    pub fn load(&self) -> formats::Result<Config> {
+        let mut config = Config::load(&self.config)?;
+        if let Some(dir) = &self.work_dir {
+            config.work.dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+pub fn work_paths(config: &Config) -> WorkPaths {
+    WorkPaths::new(&config.work.dir)
+}
+
+/// A stage's `main`: parses its arguments (which flatten [`CommonArgs`]), loads the
+/// configuration and runs `body` under [`run`].
+pub fn stage<A: clap::Parser>(
+    name: &str,
+    body: impl FnOnce(A, Config, WorkPaths) -> anyhow::Result<()>,
+) -> std::process::ExitCode {
+    use clap::FromArgMatches;
+    run(name, || {
+        let matches = A::command().get_matches();
+        let args = A::from_arg_matches(&matches)?;
+        let config = CommonArgs::from_arg_matches(&matches)?.load()?;
+        let work = work_paths(&config);
+        body(args, config, work)
+    })
+}
+
+/// Installs [`crate::MiMalloc`] as the binary's allocator.
+#[macro_export]
+macro_rules! use_allocator {
+    () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
+    };
+}
+
+/// Sends log lines to stderr (`RUST_LOG` filters; `info` by default).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Runs a stage's body: prints its error as one line and exits with the documented code.
+pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    keep_freed_memory();
+    init_logging();
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Config { .. }) => 2,
+                _ => 1,
+            };
+            eprintln!("{stage}: error: {}", one_line(&e));
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// A stage's `--json` line: `{"stage": stage, ...summary, "seconds": seconds}`.
+pub fn with_seconds(
+    stage: &str,
+    summary: &impl serde::Serialize,
+    seconds: f64,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({ "stage": stage });
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(summary) {
+        v.as_object_mut().expect("an object").extend(fields);
+    }
+    v["seconds"] = seconds.into();
+    v
+}
+
+/// Prints `value` as one line of JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// The error and its causes on one line, skipping causes a message already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        // Only a message's first line: some libraries append backtraces.
+        let s = cause
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !line.contains(&s) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&s);
+        }
+    }
+    line
+}
+
+/// Tells mimalloc to keep freed memory instead of returning it to the OS after 10 ms: the
+/// tensor code frees and reallocates the same large buffers every batch, and each return
+/// costs page faults and zeroing on the next allocation (about a quarter of a forward pass).
+fn keep_freed_memory() {
+    // `mi_option_purge_delay` in mimalloc.h (v2); -1 means never purge.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: setting an option is thread-safe and takes plain integers.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}

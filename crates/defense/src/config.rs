@@ -1,0 +1,210 @@
+//! The defense's tables of `pipeline.toml`: `[profile]`, `[prune]`, `[finetune]`,
+//! `[evaluate]`.
+
+use formats::config::{check_rate, Table};
+use model::train::{Optimizer, Recipe, Schedule, Select};
+use model::LayerName;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// After ReLU and max-pooling, as the reference implementation ranks.
+    #[serde(rename = "pool_3_mean")]
+    Pool3Mean,
+    /// After ReLU, before pooling.
+    #[serde(rename = "conv_3_mean")]
+    Conv3Mean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    pub statistic: Statistic,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            statistic: Statistic::Pool3Mean,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneConfig {
+    /// Accuracy drops, in percentage points of validation accuracy, at which B' is kept.
+    pub thresholds: Vec<f64>,
+}
+
+impl Default for PruneConfig {
+    fn default() -> Self {
+        Self {
+            thresholds: vec![2.0, 4.0, 10.0],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    /// Optimiser steps: the training length, whatever the size of the clean set.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    /// Share of the steps spent warming up.
+    pub warmup: f64,
+    /// SGD only.
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Layers drawn afresh (Glorot uniform, zero bias) before fine-tuning; `["output"]` is
+    /// the re-initialisation of feature-shift tuning.
+    pub reinit: Vec<String>,
+    /// The lowest layer trained; the layers below it stay as they are.
+    pub train_from: String,
+    /// Share of the validation data held out to watch (and with `select = "best"`, choose)
+    /// the network; 0 trains on all of it.
+    pub holdout: f64,
+    pub select: Select,
+    /// Also fine-tune the unpruned network with the same recipe (the `fine_tuned` rows).
+    pub unpruned: bool,
+    pub seed: u64,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            steps: 600,
+            batch_size: 64,
+            optimizer: Optimizer::Adam,
+            learning_rate: 1e-3,
+            schedule: Schedule::Cosine,
+            warmup: 0.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            reinit: vec!["output".into()],
+            train_from: "conv_3".into(),
+            holdout: 0.1,
+            select: Select::Last,
+            unpruned: true,
+            seed: 11,
+        }
+    }
+}
+
+impl FinetuneConfig {
+    /// The layers to draw afresh before training (checked names).
+    pub fn reinit_layers(&self) -> Vec<LayerName> {
+        self.reinit
+            .iter()
+            .filter_map(|l| LayerName::parse(l))
+            .collect()
+    }
+
+    /// The training recipe this table describes.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            learning_rate: self.learning_rate,
+            schedule: self.schedule,
+            warmup: self.warmup,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            train_from: LayerName::parse(&self.train_from).unwrap_or(LayerName::Conv1),
+            select: self.select,
+            seed: self.seed,
+        }
+    }
+}
+
+impl Table for ProfileConfig {
+    const NAME: &'static str = "profile";
+
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Table for PruneConfig {
+    const NAME: &'static str = "prune";
+
+    fn check(&self) -> Result<(), String> {
+        check_thresholds(&self.thresholds)
+    }
+}
+
+impl Table for EvaluateConfig {
+    const NAME: &'static str = "evaluate";
+
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Table for FinetuneConfig {
+    const NAME: &'static str = "finetune";
+
+    fn check(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("finetune.steps must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return Err("finetune.batch_size must be at least 1".into());
+        }
+        check_rate("finetune.learning_rate", self.learning_rate)?;
+        for (key, v, top) in [
+            ("holdout", self.holdout, 1.0),
+            ("warmup", self.warmup, 1.0),
+            ("momentum", self.momentum, 1.0),
+            ("weight_decay", self.weight_decay, f64::INFINITY),
+        ] {
+            if !(v >= 0.0 && v < top) {
+                return Err(format!("finetune.{key} must be in [0, {top}), got {v}"));
+            }
+        }
+        let names: Vec<&str> = LayerName::ALL.iter().map(|l| l.as_str()).collect();
+        if let Some(bad) = self.reinit.iter().find(|l| LayerName::parse(l).is_none()) {
+            return Err(format!(
+                "finetune.reinit: unknown layer {bad:?} (layers: {})",
+                names.join(", ")
+            ));
+        }
+        if LayerName::parse(&self.train_from)
+            .and_then(LayerName::conv)
+            .is_none()
+        {
+            return Err(format!(
+                "finetune.train_from must be conv_1, conv_2, conv_3 or conv_4, got {:?}",
+                self.train_from
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Thresholds are accuracy drops in percentage points: each in (0, 100], no repeats.
+pub fn check_thresholds(thresholds: &[f64]) -> std::result::Result<(), String> {
+    if thresholds.is_empty() {
+        return Err("prune.thresholds must name at least one threshold".into());
+    }
+    for (i, &t) in thresholds.iter().enumerate() {
+        if !(t.is_finite() && t > 0.0 && t <= 100.0) {
+            return Err(format!(
+                "prune.thresholds: {t} is not an accuracy drop in (0, 100] percentage points"
+            ));
+        }
+        if thresholds[..i].contains(&t) {
+            return Err(format!("prune.thresholds: {t} is listed twice"));
+        }
+    }
+    Ok(())
+}

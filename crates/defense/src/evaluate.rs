@@ -1,0 +1,422 @@
+//! The evaluate stage: clean test accuracy and attack success rate of B, of B' after every
+//! pruning step and at each threshold, of the fine-tuned networks, and of the repaired
+//! G(B, B'); and the per-image mode that scores any pair of networks on any dataset.
+
+use crate::features::{extract_many, Features};
+use crate::metrics::{flagged, repaired};
+use crate::models::load_derived;
+use crate::profile::check_same_model;
+use crate::sweep::PruneSweep;
+use formats::paths;
+use formats::source::Images;
+use formats::table::{Column, Table};
+use formats::{Error, ModelFile, Result};
+use model::head::Head;
+use model::metrics::accuracy;
+use model::progress::Progress;
+use model::{DeepIdWeights, Network};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// A labelled dataset's predictions by several networks.
+pub struct Labelled<'a> {
+    pub labels: &'a [i32],
+    /// The identity behind each triggered image, where the data keeps it.
+    pub true_labels: Option<&'a [i32]>,
+}
+
+/// The figures of one network, in percent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Scores {
+    pub clean_test_accuracy: f64,
+    pub attack_success_rate: f64,
+    /// Share of triggered images classified as their true identity.
+    pub robust_accuracy: Option<f64>,
+    /// For repaired networks: share of clean / triggered images answered "backdoor".
+    pub flagged_clean: Option<f64>,
+    pub flagged_poisoned: Option<f64>,
+}
+
+/// Scores a network from its predictions on the clean and the triggered test sets.
+pub fn score(
+    clean: &Labelled,
+    clean_pred: &[u32],
+    poisoned: &Labelled,
+    poisoned_pred: &[u32],
+) -> Scores {
+    Scores {
+        clean_test_accuracy: accuracy(clean_pred, clean.labels),
+        attack_success_rate: accuracy(poisoned_pred, poisoned.labels),
+        robust_accuracy: poisoned.true_labels.map(|t| accuracy(poisoned_pred, t)),
+        flagged_clean: None,
+        flagged_poisoned: None,
+    }
+}
+
+/// B' and G(B, B') from the predictions of B and B' on both sets.
+pub fn score_pair(
+    clean: &Labelled,
+    poisoned: &Labelled,
+    b: (&[u32], &[u32]),
+    b_prime: (&[u32], &[u32]),
+    backdoor: u32,
+) -> (Scores, Scores) {
+    let pruned = score(clean, b_prime.0, poisoned, b_prime.1);
+    let g_clean = repaired(b.0, b_prime.0, backdoor);
+    let g_poisoned = repaired(b.1, b_prime.1, backdoor);
+    let mut g = score(clean, &g_clean, poisoned, &g_poisoned);
+    g.flagged_clean = Some(flagged(b.0, b_prime.0));
+    g.flagged_poisoned = Some(flagged(b.1, b_prime.1));
+    (pruned, g)
+}
+
+/// One row of `summary.parquet` / `summary.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryRow {
+    /// `backdoored`, `pruned`, `repaired`, `fine_pruned`, `repaired_fine_pruned`.
+    pub network: String,
+    pub threshold_percent: Option<f64>,
+    pub channels_pruned: usize,
+    pub valid_accuracy: Option<f64>,
+    #[serde(flatten)]
+    pub scores: Scores,
+}
+
+pub fn summary_table(rows: &[SummaryRow]) -> Table {
+    let col = |f: &dyn Fn(&SummaryRow) -> Option<f64>| Column::Float(rows.iter().map(f).collect());
+    Table::new()
+        .with(
+            "network",
+            Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()),
+        )
+        .with("threshold_percent", col(&|r| r.threshold_percent))
+        .with(
+            "channels_pruned",
+            Column::ints(rows.iter().map(|r| r.channels_pruned as i32)),
+        )
+        .with("valid_accuracy", col(&|r| r.valid_accuracy))
+        .with(
+            "clean_test_accuracy",
+            col(&|r| Some(r.scores.clean_test_accuracy)),
+        )
+        .with(
+            "attack_success_rate",
+            col(&|r| Some(r.scores.attack_success_rate)),
+        )
+        .with("flagged_clean", col(&|r| r.scores.flagged_clean))
+        .with("flagged_poisoned", col(&|r| r.scores.flagged_poisoned))
+        .with("robust_accuracy", col(&|r| r.scores.robust_accuracy))
+}
+
+/// Per-step columns of `evaluate/sweep.parquet`.
+pub fn sweep_table(order: &[usize], valid_accuracy: &[f64], steps: &[(Scores, Scores)]) -> Table {
+    let f =
+        |g: &dyn Fn(&(Scores, Scores)) -> Option<f64>| Column::Float(steps.iter().map(g).collect());
+    let mut t = Table::new()
+        .with("channels_pruned", Column::ints(0..steps.len() as i32))
+        .with(
+            "pruned_channel",
+            Column::Int(
+                std::iter::once(None)
+                    .chain(order.iter().map(|&c| Some(c as i32)))
+                    .collect(),
+            ),
+        )
+        .with(
+            "fraction_pruned",
+            Column::floats((0..steps.len()).map(|k| k as f64 / order.len() as f64)),
+        )
+        .with(
+            "valid_accuracy",
+            Column::floats(valid_accuracy.iter().copied()),
+        )
+        .with(
+            "pruned_clean_accuracy",
+            f(&|s| Some(s.0.clean_test_accuracy)),
+        )
+        .with(
+            "pruned_attack_success_rate",
+            f(&|s| Some(s.0.attack_success_rate)),
+        )
+        .with(
+            "repaired_clean_accuracy",
+            f(&|s| Some(s.1.clean_test_accuracy)),
+        )
+        .with(
+            "repaired_attack_success_rate",
+            f(&|s| Some(s.1.attack_success_rate)),
+        )
+        .with("flagged_clean", f(&|s| s.1.flagged_clean))
+        .with("flagged_poisoned", f(&|s| s.1.flagged_poisoned));
+    if steps.first().is_some_and(|s| s.0.robust_accuracy.is_some()) {
+        t = t
+            .with("pruned_robust_accuracy", f(&|s| s.0.robust_accuracy))
+            .with("repaired_robust_accuracy", f(&|s| s.1.robust_accuracy));
+    }
+    t
+}
+
+/// What the evaluate stage reads and writes.
+pub struct EvaluateFiles {
+    pub model: PathBuf,
+    pub prune_sweep: PathBuf,
+    pub test: PathBuf,
+    pub poisoned_test: PathBuf,
+    /// Where `finetune` wrote its networks and `models.json`.
+    pub finetune_dir: PathBuf,
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateSummary {
+    pub summary: Vec<SummaryRow>,
+    pub outputs: [PathBuf; 2],
+}
+
+/// A fine-tuned network: unpruned (`threshold` None) or fine-pruned.
+struct Tuned {
+    threshold: Option<f64>,
+    channels_pruned: usize,
+    net: Network,
+}
+
+/// The networks `finetune` lists in its `models.json`, each checked against the sweep; none
+/// when `finetune` has not run.
+fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
+    let manifest = dir.join("models.json");
+    let text = match std::fs::read_to_string(&manifest) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(
+                "{}: not there, so no fine-tuned networks are scored",
+                manifest.display()
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(Error::io(&manifest, e)),
+    };
+    let listed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(&manifest, format!("not JSON: {e}")))?;
+    let names: Vec<&str> = listed["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["models"].as_array().into_iter().flatten())
+        .filter_map(|n| n.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        let (threshold, k) = if name == paths::FINETUNED_UNPRUNED {
+            (None, 0)
+        } else {
+            let hit = prune.hits.iter().find(|h| {
+                h.channels_pruned.is_some()
+                    && paths::finetuned_model_file(h.threshold_percent) == name
+            });
+            match hit {
+                Some(h) => (Some(h.threshold_percent), h.channels_pruned.unwrap_or_default()),
+                None => {
+                    return Err(Error::invalid(
+                        &manifest,
+                        format!("lists {name}, which no threshold of the pruning sweep makes; re-run finetune"),
+                    ))
+                }
+            }
+        };
+        if !path.exists() {
+            return Err(Error::invalid(
+                &manifest,
+                format!("lists {name}, which is missing; re-run finetune"),
+            ));
+        }
+        let w = load_derived(&path, b, &prune.order[..k], "re-run finetune")?;
+        out.push(Tuned {
+            threshold,
+            channels_pruned: k,
+            net: Network::new(&w),
+        });
+    }
+    // The unpruned network first, then the thresholds in sweep order.
+    out.sort_by_key(|t| {
+        t.threshold.map(|th| {
+            1 + prune
+                .hits
+                .iter()
+                .position(|h| h.threshold_percent == th)
+                .unwrap_or(0)
+        })
+    });
+    Ok(out)
+}
+
+fn labelled(f: &Features) -> Labelled<'_> {
+    Labelled {
+        labels: &f.labels,
+        true_labels: f.true_labels.as_deref(),
+    }
+}
+
+/// Every image of a dataset through several networks' trunks.
+fn extract(
+    nets: &[&Network],
+    path: &Path,
+    classes: usize,
+    what: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<Features>> {
+    let images = Images::open(path, classes)?;
+    progress.start(what, images.len() as u64);
+    let f = extract_many(nets, images, &|n| progress.advance(n as u64))?;
+    progress.finish();
+    Ok(f)
+}
+
+pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSummary> {
+    let weights = DeepIdWeights::load(&files.model)?;
+    let prune = PruneSweep::read(&files.prune_sweep)?;
+    check_same_model(
+        &files.prune_sweep,
+        &prune.model_fingerprint,
+        &weights.fingerprint(),
+    )?;
+    let classes = weights.classes();
+    let backdoor = classes as u32;
+    let net = Network::new(&weights);
+    let tuned = finetuned(&files.finetune_dir, &prune, &weights)?;
+    let nets: Vec<&Network> = std::iter::once(&net)
+        .chain(tuned.iter().map(|t| &t.net))
+        .collect();
+    let mut clean_all = extract(&nets, &files.test, classes, "test", progress)?;
+    let mut triggered_all = extract(&nets, &files.poisoned_test, classes, "poisoned", progress)?;
+    let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
+
+    let head = Head::new(&net);
+    progress.start("sweep", (clean.len() + triggered.len()) as u64);
+    let clean_steps = head.sweep(&clean.pool_3, &prune.order, &|n| progress.advance(n as u64));
+    let poisoned_steps = head.sweep(&triggered.pool_3, &prune.order, &|n| {
+        progress.advance(n as u64)
+    });
+    progress.finish();
+
+    let (c, p) = (labelled(&clean), labelled(&triggered));
+    let b = (clean_steps[0].as_slice(), poisoned_steps[0].as_slice());
+    let steps: Vec<_> = clean_steps
+        .iter()
+        .zip(&poisoned_steps)
+        .map(|(cs, ps)| score_pair(&c, &p, b, (cs, ps), backdoor))
+        .collect();
+
+    let mut rows = vec![SummaryRow {
+        network: "backdoored".into(),
+        threshold_percent: None,
+        channels_pruned: 0,
+        valid_accuracy: Some(prune.valid_accuracy[0]),
+        scores: score(&c, b.0, &p, b.1),
+    }];
+    for hit in &prune.hits {
+        let Some(k) = hit.channels_pruned else {
+            continue;
+        };
+        for (network, scores) in [("pruned", &steps[k].0), ("repaired", &steps[k].1)] {
+            rows.push(SummaryRow {
+                network: network.into(),
+                threshold_percent: Some(hit.threshold_percent),
+                channels_pruned: k,
+                valid_accuracy: Some(prune.valid_accuracy[k]),
+                scores: scores.clone(),
+            });
+        }
+    }
+    for (tuned, (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
+        let head = Head::new(&tuned.net);
+        let f_pred = (head.classify(&fc.pool_3), head.classify(&fp.pool_3));
+        let (fine, repaired) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
+        let network = match tuned.threshold {
+            Some(_) => "fine_pruned",
+            None => "fine_tuned",
+        };
+        for (network, scores) in [
+            (network.to_string(), fine),
+            (format!("repaired_{network}"), repaired),
+        ] {
+            rows.push(SummaryRow {
+                network,
+                threshold_percent: tuned.threshold,
+                channels_pruned: tuned.channels_pruned,
+                valid_accuracy: None,
+                scores,
+            });
+        }
+    }
+    let sweep_out = files.output_dir.join("sweep.parquet");
+    let summary_out = files.output_dir.join("summary.parquet");
+    sweep_table(&prune.order, &prune.valid_accuracy, &steps).write(&sweep_out)?;
+    summary_table(&rows).write(&summary_out)?;
+    Ok(EvaluateSummary {
+        summary: rows,
+        outputs: [sweep_out, summary_out],
+    })
+}
+
+/// What the per-image mode reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerImage {
+    pub images: usize,
+    pub accuracy_b: f64,
+    pub accuracy_b_prime: f64,
+    pub accuracy_g: f64,
+    pub flagged: f64,
+    pub output: PathBuf,
+}
+
+/// Predictions of B, B' and G for every image of one dataset -> Parquet (index, label,
+/// [true_label,] b, b_prime, g).
+pub fn per_image(
+    model: &Path,
+    pruned: &Path,
+    data: &Path,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<PerImage> {
+    let weights = DeepIdWeights::load(model)?;
+    let pruned_weights = DeepIdWeights::load(pruned)?;
+    if pruned_weights.classes() != weights.classes() {
+        return Err(Error::invalid(
+            pruned,
+            format!(
+                "has {} classes, the backdoored model {}",
+                pruned_weights.classes(),
+                weights.classes()
+            ),
+        ));
+    }
+    let classes = weights.classes();
+    let (b, b_prime) = (Network::new(&weights), Network::new(&pruned_weights));
+    let mut both = extract(&[&b, &b_prime], data, classes, "score", progress)?;
+    let (f, f_prime) = (both.remove(0), both.remove(0));
+    let pb = Head::new(&b).classify(&f.pool_3);
+    let pp = Head::new(&b_prime).classify(&f_prime.pool_3);
+    let g = repaired(&pb, &pp, classes as u32);
+    let ints = |v: &[u32]| Column::ints(v.iter().map(|&x| x as i32));
+    let mut table = Table::new()
+        .with("index", Column::ints(0..f.len() as i32))
+        .with("label", Column::ints(f.labels.iter().copied()));
+    if let Some(t) = &f.true_labels {
+        table = table.with("true_label", Column::ints(t.iter().copied()));
+    }
+    table
+        .with("b", ints(&pb))
+        .with("b_prime", ints(&pp))
+        .with("g", ints(&g))
+        .meta("backdoor_label", classes.to_string())
+        .write(out)?;
+    Ok(PerImage {
+        images: f.len(),
+        accuracy_b: accuracy(&pb, &f.labels),
+        accuracy_b_prime: accuracy(&pp, &f.labels),
+        accuracy_g: accuracy(&g, &f.labels),
+        flagged: flagged(&pb, &pp),
+        output: out.to_path_buf(),
+    })
+}

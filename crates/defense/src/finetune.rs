@@ -1,0 +1,236 @@
+//! The finetune stage: train each pruned network B' (one per threshold reached; thresholds
+//! that prune the same channels share one run) on the clean validation set, keeping the pruned
+//! conv_3 channels exactly zero, and, unless `[finetune] unpruned = false`, the unpruned
+//! network B with the same recipe, for the comparison the paper makes.
+
+use crate::config::FinetuneConfig;
+use crate::models::load_derived;
+use crate::profile::check_same_model;
+use crate::sweep::PruneSweep;
+use formats::paths::{self, label};
+use formats::source::Images;
+use formats::{Error, ModelFile, Result};
+use model::progress::Progress;
+use model::train::{self, Checkpoint, Examples, Fitted};
+use model::weights::{Finetuned, Pruned};
+use model::DeepIdWeights;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What the finetune stage reads and writes.
+pub struct FinetuneFiles {
+    pub model: PathBuf,
+    /// Clean validation images.
+    pub valid: PathBuf,
+    /// The pruned networks and their sweep.
+    pub prune_dir: PathBuf,
+    pub output_dir: PathBuf,
+}
+
+/// One network to fine-tune and the files it becomes.
+struct Job {
+    /// `None` for the unpruned network.
+    channels_pruned: Option<usize>,
+    thresholds: Vec<f64>,
+    source: PathBuf,
+    outputs: Vec<PathBuf>,
+}
+
+impl Job {
+    fn name(&self) -> String {
+        match self.channels_pruned {
+            Some(_) => {
+                let t: Vec<String> = self.thresholds.iter().map(|t| label(*t)).collect();
+                format!("threshold {} pt", t.join("/"))
+            }
+            None => "unpruned".to_string(),
+        }
+    }
+}
+
+/// One fine-tuning run and how it went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trained {
+    pub name: String,
+    pub thresholds_percent: Vec<f64>,
+    pub channels_pruned: usize,
+    pub models: Vec<PathBuf>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneSummary {
+    pub models: Vec<Trained>,
+    pub train_images: usize,
+    pub holdout_images: usize,
+    /// Images through forward, backward and optimiser step, per second of training.
+    pub training_images_per_second: f64,
+    pub manifest: PathBuf,
+}
+
+pub fn run(
+    files: &FinetuneFiles,
+    ft: &FinetuneConfig,
+    progress: &dyn Progress,
+) -> Result<FinetuneSummary> {
+    let backdoored = DeepIdWeights::load(&files.model)?;
+    let sweep_path = files.prune_dir.join("sweep.parquet");
+    let sweep = PruneSweep::read(&sweep_path)?;
+    check_same_model(
+        &sweep_path,
+        &sweep.model_fingerprint,
+        &backdoored.fingerprint(),
+    )?;
+    let valid = Images::open(&files.valid, backdoored.classes())?.read_all()?;
+    let data = Examples {
+        labels: valid.labels.iter().map(|&l| l as u32).collect(),
+        pixels: valid.pixels,
+    };
+    if data.len() < 2 {
+        return Err(Error::invalid(
+            &files.valid,
+            "fine-tuning needs at least 2 validation images",
+        ));
+    }
+    let (train_set, holdout) = data.split(ft.holdout, ft.seed);
+    let recipe = ft.recipe();
+    let out_dir = &files.output_dir;
+
+    // Thresholds that prune the same number of channels prune the same network.
+    let mut jobs: Vec<Job> = Vec::new();
+    for hit in &sweep.hits {
+        let Some(k) = hit.channels_pruned else {
+            continue;
+        };
+        let out = out_dir.join(paths::finetuned_model_file(hit.threshold_percent));
+        match jobs.iter_mut().find(|j| j.channels_pruned == Some(k)) {
+            Some(j) => {
+                j.thresholds.push(hit.threshold_percent);
+                j.outputs.push(out);
+            }
+            None => jobs.push(Job {
+                channels_pruned: Some(k),
+                thresholds: vec![hit.threshold_percent],
+                source: files
+                    .prune_dir
+                    .join(paths::pruned_model_file(hit.threshold_percent)),
+                outputs: vec![out],
+            }),
+        }
+    }
+    if ft.unpruned {
+        jobs.push(Job {
+            channels_pruned: None,
+            thresholds: Vec::new(),
+            source: files.model.clone(),
+            outputs: vec![out_dir.join(paths::FINETUNED_UNPRUNED)],
+        });
+    }
+    let keep: Vec<PathBuf> = jobs.iter().flat_map(|j| j.outputs.clone()).collect();
+    paths::remove_stale(out_dir, paths::FINETUNED_PREFIX, &keep)?;
+    if !ft.unpruned {
+        paths::remove_stale(out_dir, paths::FINETUNED_UNPRUNED, &[])?;
+    }
+
+    let settings = serde_json::to_string(ft).expect("settings serialize");
+    let mut trained = Vec::new();
+    let (mut trained_images, mut training_s) = (0usize, 0f64);
+    for job in &jobs {
+        let name = job.name();
+        let mut start = match job.channels_pruned {
+            Some(k) => load_derived(&job.source, &backdoored, &sweep.order[..k], "re-run prune")?,
+            None => backdoored.clone(),
+        };
+        let channels = start.pruned_channels().to_vec();
+        train::reinitialise(&mut start, &ft.reinit_layers(), ft.seed);
+        let batch = ft.batch_size.min(train_set.len());
+        progress.start(&name, (ft.steps * batch) as u64);
+        let mut log = |c: &Checkpoint| {
+            let line = format!(
+                "{name}: step {}/{}: loss {:.4}, training accuracy {:.2}%{}",
+                c.step,
+                ft.steps,
+                c.loss,
+                c.train_accuracy,
+                c.holdout_accuracy
+                    .map(|a| format!(", held-out accuracy {a:.2}%"))
+                    .unwrap_or_default()
+            );
+            progress.status(&line);
+            tracing::info!("{line}");
+        };
+        let Fitted {
+            weights: mut tuned,
+            history,
+            step_seconds,
+        } = train::fit(
+            &start,
+            &train_set,
+            (!holdout.is_empty()).then_some(&holdout),
+            &recipe,
+            &channels,
+            &mut log,
+            &|n| progress.advance(n as u64),
+        )?;
+        progress.finish();
+        (trained_images, training_s) =
+            (trained_images + ft.steps * batch, training_s + step_seconds);
+        tracing::info!(
+            "{name}: {step_seconds:.1} s training steps ({:.0} images/s)",
+            (ft.steps * batch) as f64 / step_seconds
+        );
+        let from = job
+            .source
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        tuned.provenance.finetuned = Some(Finetuned {
+            from,
+            settings: settings.clone(),
+        });
+        let thresholds: Vec<Option<f64>> = match job.channels_pruned {
+            Some(_) => job.thresholds.iter().map(|&t| Some(t)).collect(),
+            None => vec![None],
+        };
+        for (threshold, out) in thresholds.iter().zip(&job.outputs) {
+            tuned.provenance.pruned = Some(Pruned {
+                channels: channels.clone(),
+                threshold_percent: *threshold,
+                backdoored: backdoored.fingerprint(),
+            });
+            tuned.save(out)?;
+        }
+        trained.push(Trained {
+            name,
+            thresholds_percent: job.thresholds.clone(),
+            channels_pruned: channels.len(),
+            models: job.outputs.clone(),
+            checkpoints: history,
+        });
+    }
+    let manifest = out_dir.join("models.json");
+    let record = serde_json::json!({
+        "settings": ft,
+        "train_images": train_set.len(),
+        "holdout_images": holdout.len(),
+        "models": trained.iter().map(|t| serde_json::json!({
+            "thresholds_percent": t.thresholds_percent,
+            "channels_pruned": t.channels_pruned,
+            "models": t.models.iter().map(|o| o.file_name().map(|f| f.to_string_lossy().into_owned())).collect::<Vec<_>>(),
+            "checkpoints": t.checkpoints,
+        })).collect::<Vec<_>>(),
+    });
+    formats::atomic::write_bytes(
+        &manifest,
+        serde_json::to_string_pretty(&record)
+            .expect("JSON")
+            .as_bytes(),
+    )?;
+    Ok(FinetuneSummary {
+        models: trained,
+        train_images: train_set.len(),
+        holdout_images: holdout.len(),
+        training_images_per_second: trained_images as f64 / training_s.max(1e-9),
+        manifest,
+    })
+}

@@ -1,0 +1,16 @@
+//! The fine-pruning defense (Liu, Dolan-Gavitt, Garg, RAID 2018) against backdoored DeepID
+//! networks: rank conv_3's channels by mean activation on clean data ([`profile`]), prune
+//! them in that order while measuring accuracy ([`sweep`]), fine-tune the pruned networks
+//! ([`config::FinetuneConfig`]), and score every network kind, including the repaired
+//! ensemble G ([`evaluate`], [`metrics`]). [`formats::paths`] is the file contract between
+//! the stages.
+
+pub mod config;
+pub mod evaluate;
+pub mod features;
+pub mod finetune;
+pub mod metrics;
+pub mod models;
+pub mod profile;
+pub mod prune;
+pub mod sweep;

@@ -1,0 +1,196 @@
+//! Ranking conv_3 channels by their mean activation on clean validation data.
+
+use crate::config::{ProfileConfig, Statistic};
+use crate::features::{extract, ChannelStats};
+use formats::source::Images;
+use formats::table::{Column, Table};
+use formats::{Error, ModelFile, Result};
+use model::geometry::CONV3_CHANNELS;
+use model::progress::Progress;
+use model::{DeepIdWeights, Network};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Metadata key tying derived files to the exact model parameters they came from.
+pub const MODEL_KEY: &str = "model_fingerprint";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub pool_3_mean: Vec<f64>,
+    pub conv_3_mean: Vec<f64>,
+    pub active_fraction: Vec<f64>,
+    pub statistic: Statistic,
+    /// Channels in pruning order: ascending statistic, ties by channel index.
+    pub order: Vec<usize>,
+    pub model_fingerprint: String,
+}
+
+impl Profile {
+    pub fn new(stats: &ChannelStats, statistic: Statistic, model_fingerprint: String) -> Self {
+        let pool_3_mean = stats.pool_3_mean();
+        let conv_3_mean = stats.conv_3_mean();
+        let key = match statistic {
+            Statistic::Pool3Mean => &pool_3_mean,
+            Statistic::Conv3Mean => &conv_3_mean,
+        };
+        let mut order: Vec<usize> = (0..key.len()).collect();
+        order.sort_by(|&a, &b| key[a].total_cmp(&key[b]).then(a.cmp(&b)));
+        Self {
+            active_fraction: stats.active_fraction(),
+            pool_3_mean,
+            conv_3_mean,
+            statistic,
+            order,
+            model_fingerprint,
+        }
+    }
+
+    /// `rank[c]`: position of channel c in the pruning order.
+    pub fn ranks(&self) -> Vec<usize> {
+        let mut rank = vec![0; self.order.len()];
+        for (r, &c) in self.order.iter().enumerate() {
+            rank[c] = r;
+        }
+        rank
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let n = self.order.len();
+        Table::new()
+            .with("channel", Column::ints(0..n as i32))
+            .with("pool_3_mean", Column::floats(self.pool_3_mean.clone()))
+            .with("conv_3_mean", Column::floats(self.conv_3_mean.clone()))
+            .with(
+                "active_fraction",
+                Column::floats(self.active_fraction.clone()),
+            )
+            .with(
+                "rank",
+                Column::ints(self.ranks().into_iter().map(|r| r as i32)),
+            )
+            .meta("statistic", statistic_name(self.statistic))
+            .meta(MODEL_KEY, &self.model_fingerprint)
+            .write(path)
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let t = Table::read(path)?;
+        let floats = |name| -> Result<Vec<f64>> {
+            t.floats(name)?
+                .into_iter()
+                .map(|v| v.ok_or_else(|| Error::invalid(path, format!("`{name}` has nulls"))))
+                .collect()
+        };
+        let ranks = t.ints("rank")?;
+        if ranks.len() != CONV3_CHANNELS {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "has {} channels; DeepID's conv_3 has {CONV3_CHANNELS}",
+                    ranks.len()
+                ),
+            ));
+        }
+        if t.ints("channel")? != (0..CONV3_CHANNELS as i32).collect::<Vec<_>>() {
+            return Err(Error::invalid(path, "`channel` is not 0, 1, ... in order"));
+        }
+        let mut order = vec![usize::MAX; ranks.len()];
+        for (c, &r) in ranks.iter().enumerate() {
+            match order.get_mut(r as usize) {
+                Some(slot) if *slot == usize::MAX => *slot = c,
+                _ => {
+                    return Err(Error::invalid(
+                        path,
+                        "`rank` is not a permutation of the channels",
+                    ))
+                }
+            }
+        }
+        let statistic = match t.meta_value("statistic")? {
+            "pool_3_mean" => Statistic::Pool3Mean,
+            "conv_3_mean" => Statistic::Conv3Mean,
+            other => {
+                return Err(Error::invalid(
+                    path,
+                    format!("metadata statistic {other:?} is not pool_3_mean or conv_3_mean"),
+                ))
+            }
+        };
+        Ok(Self {
+            pool_3_mean: floats("pool_3_mean")?,
+            conv_3_mean: floats("conv_3_mean")?,
+            active_fraction: floats("active_fraction")?,
+            statistic,
+            order,
+            model_fingerprint: t.meta_value(MODEL_KEY)?.to_string(),
+        })
+    }
+}
+
+pub fn statistic_name(s: Statistic) -> &'static str {
+    match s {
+        Statistic::Pool3Mean => "pool_3_mean",
+        Statistic::Conv3Mean => "conv_3_mean",
+    }
+}
+
+/// Fails unless a derived file was made from the model at hand.
+pub fn check_same_model(path: &Path, recorded: &str, model: &str) -> Result<()> {
+    if recorded != model {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "was computed with a different model (fingerprint {recorded}, the model now is {model}); re-run the stage that makes it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the profile stage reads and writes.
+pub struct ProfileFiles {
+    /// The backdoored network B.
+    pub model: PathBuf,
+    /// Clean validation images, Parquet or CSAW HDF5.
+    pub valid: PathBuf,
+    /// The channel table.
+    pub output: PathBuf,
+    /// The validation pool_3 activations, for `prune`.
+    pub features_output: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSummary {
+    pub images: usize,
+    pub statistic: &'static str,
+    pub order: Vec<usize>,
+    pub dormant_channels: usize,
+    pub outputs: [PathBuf; 2],
+}
+
+/// The profile stage: one pass of the validation set through B's trunk, then the channel
+/// table and the pool_3 activations.
+pub fn run(
+    files: &ProfileFiles,
+    config: &ProfileConfig,
+    progress: &dyn Progress,
+) -> Result<ProfileSummary> {
+    let weights = DeepIdWeights::load(&files.model)?;
+    let images = Images::open(&files.valid, weights.classes())?;
+    progress.start("profile", images.len() as u64);
+    let features = extract(&Network::new(&weights), images, &|n| {
+        progress.advance(n as u64)
+    })?;
+    progress.finish();
+    let fingerprint = weights.fingerprint();
+    let profile = Profile::new(&features.stats, config.statistic, fingerprint.clone());
+    features.save(&files.features_output, &fingerprint)?;
+    profile.write(&files.output)?;
+    Ok(ProfileSummary {
+        images: features.len(),
+        statistic: statistic_name(profile.statistic),
+        dormant_channels: profile.pool_3_mean.iter().filter(|m| **m == 0.0).count(),
+        order: profile.order,
+        outputs: [files.output.clone(), files.features_output.clone()],
+    })
+}

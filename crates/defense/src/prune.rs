@@ -1,0 +1,129 @@
+//! The prune stage: remove conv_3 channels one at a time in profile order, record validation
+//! accuracy after each step, and keep the pruned network B' at the first step that loses each
+//! accuracy-drop threshold.
+
+use crate::features::Features;
+use crate::profile::{check_same_model, Profile};
+use crate::sweep::{thresholds_reached, PruneSweep, ThresholdHit};
+use formats::paths::{self, label};
+use formats::{Error, ModelFile, Result};
+use model::head::Head;
+use model::metrics::accuracy;
+use model::progress::Progress;
+use model::weights::Pruned;
+use model::{DeepIdWeights, Network};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What the prune stage reads and writes.
+pub struct PruneFiles {
+    pub model: PathBuf,
+    pub profile: PathBuf,
+    /// The validation pool_3 activations `profile` saved.
+    pub features: PathBuf,
+    /// Where the sweep and the pruned networks go.
+    pub output_dir: PathBuf,
+}
+
+/// A pruned network written for one threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrunedModel {
+    pub threshold_percent: f64,
+    pub channels_pruned: usize,
+    pub valid_accuracy: f64,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneSummary {
+    pub valid_accuracy_unpruned: f64,
+    /// Accuracy after pruning every channel.
+    pub valid_accuracy_all_pruned: f64,
+    pub thresholds: Vec<ThresholdHit>,
+    pub models: Vec<PrunedModel>,
+    pub steps: usize,
+    pub output: PathBuf,
+}
+
+pub fn run(
+    files: &PruneFiles,
+    thresholds: &[f64],
+    progress: &dyn Progress,
+) -> Result<PruneSummary> {
+    let weights = DeepIdWeights::load(&files.model)?;
+    let fingerprint = weights.fingerprint();
+    let profile = Profile::read(&files.profile)?;
+    check_same_model(&files.profile, &profile.model_fingerprint, &fingerprint)?;
+    let features = Features::load(&files.features, &fingerprint)?;
+    if features.is_empty() {
+        return Err(Error::invalid(
+            &files.features,
+            "the validation set is empty",
+        ));
+    }
+
+    let head = Head::new(&Network::new(&weights));
+    progress.start("prune", features.len() as u64);
+    let steps = head.sweep(&features.pool_3, &profile.order, &|n| {
+        progress.advance(n as u64)
+    });
+    progress.finish();
+    let valid_accuracy: Vec<f64> = steps
+        .iter()
+        .map(|p| accuracy(p, &features.labels))
+        .collect();
+    let hits = thresholds_reached(&valid_accuracy, thresholds);
+
+    let out = &files.output_dir;
+    let model_path = |t| out.join(paths::pruned_model_file(t));
+    let keep: Vec<PathBuf> = hits
+        .iter()
+        .filter(|h| h.channels_pruned.is_some())
+        .map(|h| model_path(h.threshold_percent))
+        .collect();
+    paths::remove_stale(out, paths::PRUNED_PREFIX, &keep)?;
+    let mut models = Vec::new();
+    for hit in &hits {
+        let Some(k) = hit.channels_pruned else {
+            tracing::warn!(
+                "threshold {} points never reached: pruning every channel leaves validation accuracy at {:.2}% (from {:.2}%)",
+                label(hit.threshold_percent),
+                valid_accuracy.last().copied().unwrap_or_default(),
+                valid_accuracy[0]
+            );
+            continue;
+        };
+        let channels = &profile.order[..k];
+        let mut pruned = weights.clone();
+        pruned.prune_conv3(channels);
+        pruned.provenance.pruned = Some(Pruned {
+            channels: channels.to_vec(),
+            threshold_percent: Some(hit.threshold_percent),
+            backdoored: fingerprint.clone(),
+        });
+        let path = model_path(hit.threshold_percent);
+        pruned.save(&path)?;
+        models.push(PrunedModel {
+            threshold_percent: hit.threshold_percent,
+            channels_pruned: k,
+            valid_accuracy: valid_accuracy[k],
+            path,
+        });
+    }
+    let sweep = PruneSweep {
+        order: profile.order,
+        valid_accuracy,
+        hits,
+        model_fingerprint: fingerprint,
+    };
+    let output = out.join("sweep.parquet");
+    sweep.write(&output)?;
+    Ok(PruneSummary {
+        valid_accuracy_unpruned: sweep.valid_accuracy[0],
+        valid_accuracy_all_pruned: sweep.valid_accuracy.last().copied().unwrap_or_default(),
+        thresholds: sweep.hits,
+        models,
+        steps: sweep.order.len(),
+        output,
+    })
+}

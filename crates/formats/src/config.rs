@@ -1,0 +1,195 @@
+//! `pipeline.toml`: the input files, the work folder and one table per stage. Unknown keys are
+//! errors, and relative paths resolve against the file's folder. The tables of the stages are
+//! typed by the crates that own them ([`Table`]) and read with [`Config::table`], so a stage
+//! depends only on the settings it uses; `pipeline make-vars` reads every table before any
+//! stage starts work.
+
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data: DataConfig,
+    model: ModelConfig,
+    #[serde(default)]
+    work: WorkConfig,
+    profile: Option<toml::Spanned<toml::Value>>,
+    prune: Option<toml::Spanned<toml::Value>>,
+    finetune: Option<toml::Spanned<toml::Value>>,
+    evaluate: Option<toml::Spanned<toml::Value>>,
+    synth: Option<toml::Spanned<toml::Value>>,
+}
+
+/// The parsed file: the tables every stage needs, typed; the stages' own tables as written.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub work: WorkConfig,
+    /// The file it was read from.
+    pub source: PathBuf,
+    text: String,
+    tables: Vec<(&'static str, toml::Spanned<toml::Value>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub valid: PathBuf,
+    pub test: PathBuf,
+    pub poisoned_test: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub weights: PathBuf,
+    #[serde(default = "one")]
+    pub input_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkConfig {
+    pub dir: PathBuf,
+    pub reports: PathBuf,
+}
+
+impl Default for WorkConfig {
+    fn default() -> Self {
+        Self {
+            dir: "work".into(),
+            reports: "reports".into(),
+        }
+    }
+}
+
+/// A stage's table: its name in the file, its defaults and its checks.
+pub trait Table: Serialize + DeserializeOwned + Default {
+    const NAME: &'static str;
+
+    /// Checks values serde cannot; the message names the key (`finetune.steps ...`).
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a source excerpt; keep it on one.
+            config_error(path, e.message().to_string() + &line_suffix(text, e.span()))
+        })?;
+        let tables = [
+            ("synth", file.synth),
+            ("profile", file.profile),
+            ("prune", file.prune),
+            ("finetune", file.finetune),
+            ("evaluate", file.evaluate),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .collect();
+        let mut config = Config {
+            data: file.data,
+            model: file.model,
+            work: file.work,
+            source: path.to_path_buf(),
+            text: text.to_string(),
+            tables,
+        };
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        config.resolve(&base);
+        let s = config.model.input_scale;
+        if !(s.is_finite() && s > 0.0) {
+            return Err(config_error(
+                path,
+                format!("model.input_scale must be a positive number, got {s}"),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in [
+            &mut self.data.valid,
+            &mut self.data.test,
+            &mut self.data.poisoned_test,
+            &mut self.model.weights,
+            &mut self.work.dir,
+            &mut self.work.reports,
+        ] {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// A stage's table, its defaults filled in and checked (absent: all defaults).
+    pub fn table<T: Table>(&self) -> Result<T> {
+        let Some((_, value)) = self.tables.iter().find(|(n, _)| *n == T::NAME) else {
+            return Ok(T::default());
+        };
+        let line = line_suffix(&self.text, Some(value.span()));
+        let table = T::deserialize(value.get_ref().clone()).map_err(|e| {
+            config_error(&self.source, format!("[{}] {}{line}", T::NAME, e.message()))
+        })?;
+        table
+            .check()
+            .map_err(|m| config_error(&self.source, m + &line))?;
+        Ok(table)
+    }
+
+    /// The canonical JSON of a table (defaults filled in), which make compares to decide
+    /// whether a stage's settings changed.
+    pub fn table_json<T: Table>(&self) -> Result<String> {
+        Ok(serde_json::to_string(&self.table::<T>()?).expect("settings serialize"))
+    }
+
+    /// The canonical JSON of the tables every stage shares, by name.
+    pub fn common_json(&self, name: &str) -> Option<String> {
+        let value = match name {
+            "data" => serde_json::to_value(&self.data),
+            "model" => serde_json::to_value(&self.model),
+            "work" => serde_json::to_value(&self.work),
+            _ => return None,
+        };
+        value.ok().map(|v| v.to_string())
+    }
+}
+
+pub fn config_error(path: &Path, message: String) -> Error {
+    Error::Config {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn line_suffix(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+/// Fails unless `v` is a positive number (a learning rate).
+pub fn check_rate(key: &str, v: f64) -> std::result::Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{key} must be a positive number, got {v}"))
+    }
+}

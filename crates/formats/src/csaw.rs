@@ -1,0 +1,199 @@
+//! CSAW-HackML HDF5 datasets: `data` float32 (N, 3, 55, 47) pixels in 0..255 and `label` of
+//! any numeric type, optionally `true_label` (the identity behind a triggered image). Read in
+//! batches of images so memory does not grow with the file; any chunking or filter the HDF5
+//! library knows (deflate, shuffle, LZF) is handled by it.
+
+use crate::error::{Error, Result, WithPath};
+use hdf5::types::TypeDescriptor;
+use model::geometry::INPUT_SHAPE;
+use std::path::{Path, PathBuf};
+
+pub use model::geometry::IMAGE_LEN;
+
+/// An open CSAW dataset file whose shapes have been checked.
+pub struct CsawFile {
+    path: PathBuf,
+    data: hdf5::Dataset,
+    label: hdf5::Dataset,
+    true_label: Option<hdf5::Dataset>,
+    len: usize,
+}
+
+/// A run of consecutive images, pixels in (C, H, W) order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub pixels: Vec<f32>,
+    pub labels: Vec<i32>,
+    pub true_labels: Option<Vec<i32>>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+impl CsawFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        crate::keras::check_signature(path)?;
+        let file = hdf5::File::open(path).at(path)?;
+        let dataset = |name: &str| {
+            file.dataset(name)
+                .map_err(|_| Error::invalid(path, format!("no `{name}` dataset")))
+        };
+        let data = dataset("data")?;
+        let label = dataset("label")?;
+        let shape = data.shape();
+        check_image_shape(path, &shape)?;
+        if !matches!(
+            data.dtype().at(path)?.to_descriptor().at(path)?,
+            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
+        ) {
+            return Err(Error::invalid(path, "`data` is not numeric"));
+        }
+        let len = shape[0];
+        let check_labels = |name: &str, ds: &hdf5::Dataset| -> Result<()> {
+            let ls = ds.shape();
+            let n = match ls.as_slice() {
+                [n] | [n, 1] => *n,
+                _ => {
+                    return Err(Error::invalid(
+                        path,
+                        format!("`{name}` has shape {ls:?}, expected ({len},)"),
+                    ))
+                }
+            };
+            if n != len {
+                return Err(Error::invalid(
+                    path,
+                    format!("`{name}` has {n} entries but `data` has {len} images"),
+                ));
+            }
+            Ok(())
+        };
+        check_labels("label", &label)?;
+        let true_label = file.dataset("true_label").ok();
+        if let Some(t) = &true_label {
+            check_labels("true_label", t)?;
+        }
+        if len == 0 {
+            return Err(Error::invalid(path, "the dataset is empty (0 images)"));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            data,
+            label,
+            true_label,
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn has_true_labels(&self) -> bool {
+        self.true_label.is_some()
+    }
+
+    /// Reads images `start..start + n`, checking that pixels are finite and labels are integers
+    /// in `0..classes`.
+    pub fn read(&self, start: usize, n: usize, classes: usize) -> Result<Batch> {
+        let end = (start + n).min(self.len);
+        let path = &self.path;
+        let pixels = self
+            .data
+            .read_slice::<f32, _, ndarray::Ix4>(ndarray::s![start..end, .., .., ..])
+            .at(path)?
+            .into_raw_vec_and_offset()
+            .0;
+        if let Some(i) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "image {} has a non-finite pixel ({})",
+                    start + i / IMAGE_LEN,
+                    pixels[i]
+                ),
+            ));
+        }
+        let read_labels = |name: &str, ds: &hdf5::Dataset| -> Result<Vec<i32>> {
+            // Labels come as (N,) or as a column (N, 1).
+            let values = if ds.ndim() == 2 {
+                ds.read_slice::<f64, _, ndarray::IxDyn>(ndarray::s![start..end, ..])
+                    .at(path)?
+                    .into_raw_vec_and_offset()
+                    .0
+            } else {
+                ds.read_slice_1d::<f64, _>(ndarray::s![start..end])
+                    .at(path)?
+                    .to_vec()
+            };
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| label_value(path, name, start + i, v, classes))
+                .collect()
+        };
+        let labels = read_labels("label", &self.label)?;
+        let true_labels = self
+            .true_label
+            .as_ref()
+            .map(|t| read_labels("true_label", t))
+            .transpose()?;
+        Ok(Batch {
+            pixels,
+            labels,
+            true_labels,
+        })
+    }
+}
+
+fn label_value(path: &Path, name: &str, index: usize, v: f64, classes: usize) -> Result<i32> {
+    if v.fract() != 0.0 || !v.is_finite() {
+        return Err(Error::invalid(
+            path,
+            format!("`{name}` of image {index} is {v}, not an integer class"),
+        ));
+    }
+    if v < 0.0 || v >= classes as f64 {
+        return Err(Error::invalid(
+            path,
+            format!("`{name}` of image {index} is {v}, outside the model's classes 0..{classes}"),
+        ));
+    }
+    Ok(v as i32)
+}
+
+fn check_image_shape(path: &Path, shape: &[usize]) -> Result<()> {
+    let [c, h, w] = INPUT_SHAPE;
+    match *shape {
+        [_, sc, sh, sw] if [sc, sh, sw] == INPUT_SHAPE => Ok(()),
+        [n, sh, sw, sc] if [sc, sh, sw] == INPUT_SHAPE => Err(Error::invalid(
+            path,
+            format!(
+                "`data` has shape ({n}, {sh}, {sw}, {sc}): channels last (N x H x W x C); \
+                 the CSAW layout is N x {c} x {h} x {w} (channels first)"
+            ),
+        )),
+        _ => Err(Error::invalid(
+            path,
+            format!(
+                "`data` has shape {shape:?}; expected N x {c} x {h} x {w} (images, channels, \
+                 height, width)"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,176 @@
+//! The ingest stage: CSAW HDF5 datasets -> Parquet image tables, streamed in batches, and
+//! Keras HDF5 weights -> a safetensors model.
+
+use crate::atomic::AtomicFile;
+use crate::csaw::CsawFile;
+use crate::error::Result;
+use crate::images::{self, ImageWriter, PixelType, Pixels};
+use crate::paths::Split;
+use crate::weights::ModelFile;
+use model::progress::Progress;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Images per read: 8 MB of float32, so memory stays flat whatever the file size.
+pub const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetSummary {
+    pub input: String,
+    pub output: String,
+    pub rows: usize,
+    pub classes_seen: usize,
+    pub pixel_min: f32,
+    pub pixel_max: f32,
+    pub pixel_type: &'static str,
+    pub has_true_labels: bool,
+    pub bytes_in: u64,
+    pub seconds: f64,
+}
+
+impl DatasetSummary {
+    pub fn line(&self) -> String {
+        format!(
+            "{} -> {}: {} rows, {} classes seen, pixels {}..{} ({}), {:.2} s",
+            self.input,
+            self.output,
+            self.rows,
+            self.classes_seen,
+            self.pixel_min,
+            self.pixel_max,
+            self.pixel_type,
+            self.seconds
+        )
+    }
+}
+
+/// Converts one CSAW file; labels must be below `classes`. The output is returned
+/// uncommitted, so a stage converting several files can publish all of them or none. Pixels are stored as UInt8 unless some pixel is not an integer in 0..255, in which
+/// case the file is written again as Float32 so nothing is lost.
+pub fn ingest_dataset(
+    input: &Path,
+    output: &Path,
+    classes: usize,
+    on_batch: &dyn Fn(usize),
+) -> Result<(DatasetSummary, AtomicFile)> {
+    let start = Instant::now();
+    let src = CsawFile::open(input)?;
+    let out = AtomicFile::new(output)?;
+    let source = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut pixel = PixelType::UInt8;
+    let (min, max, seen) = loop {
+        let mut writer = ImageWriter::create(&out, pixel, src.has_true_labels(), &source)?;
+        let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+        let mut seen = BTreeSet::new();
+        let mut restart = false;
+        for start in (0..src.len()).step_by(BATCH) {
+            let batch = src.read(start, BATCH, classes)?;
+            let n = batch.len();
+            let scan = images::scan(&batch.pixels);
+            min = min.min(scan.min);
+            max = max.max(scan.max);
+            let pixels = match (pixel, scan.bytes) {
+                (PixelType::UInt8, Some(bytes)) => Pixels::UInt8(bytes),
+                (PixelType::UInt8, None) => {
+                    pixel = PixelType::Float32;
+                    restart = true;
+                    break;
+                }
+                (PixelType::Float32, _) => Pixels::Float32(batch.pixels),
+            };
+            seen.extend(batch.labels.iter().copied());
+            writer.write(pixels, batch.labels, batch.true_labels)?;
+            on_batch(n);
+        }
+        if !restart {
+            writer.finish()?;
+            break (min, max, seen);
+        }
+    };
+    let summary = DatasetSummary {
+        input: input.display().to_string(),
+        output: output.display().to_string(),
+        rows: src.len(),
+        classes_seen: seen.len(),
+        pixel_min: min,
+        pixel_max: max,
+        pixel_type: match pixel {
+            PixelType::UInt8 => "uint8",
+            PixelType::Float32 => "float32",
+        },
+        has_true_labels: src.has_true_labels(),
+        bytes_in: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((summary, out))
+}
+
+/// What the ingest stage reads and writes.
+pub struct IngestFiles {
+    /// Validation, clean test and triggered test data, CSAW HDF5.
+    pub datasets: [(Split, PathBuf); 3],
+    /// The Keras weights of B.
+    pub weights: PathBuf,
+    pub input_scale: f64,
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub classes: usize,
+    pub input_scale: f64,
+    pub source_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestSummary {
+    pub datasets: Vec<DatasetSummary>,
+    pub model: ModelSummary,
+}
+
+/// The ingest stage: the three datasets to `{split}.parquet` (converted in parallel, all
+/// published or none), then the weights to `model.safetensors`, the stage's last output, so
+/// an interrupted run never looks complete to make.
+pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary> {
+    let weights = crate::keras::import(&files.weights, files.input_scale)?;
+    let classes = weights.classes();
+    progress.start("ingest", 0);
+    let (datasets, outputs): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
+        let jobs: Vec<_> = files
+            .datasets
+            .iter()
+            .map(|(split, input)| {
+                let output = files.output_dir.join(format!("{split}.parquet"));
+                scope.spawn(move || {
+                    ingest_dataset(input, &output, classes, &|n| progress.advance(n as u64))
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect::<Result<Vec<_>>>()
+    })?
+    .into_iter()
+    .unzip();
+    progress.finish();
+    crate::atomic::commit_all(outputs)?;
+    let model_out = files.output_dir.join("model.safetensors");
+    weights.save(&model_out)?;
+    Ok(IngestSummary {
+        datasets,
+        model: ModelSummary {
+            input: files.weights.clone(),
+            output: model_out,
+            classes,
+            input_scale: weights.provenance.input_scale,
+            source_sha256: weights.provenance.source_sha256.clone(),
+        },
+    })
+}

@@ -1,0 +1,20 @@
+//! The files fineprune reads and writes: CSAW HDF5 datasets ([`csaw`], [`h5write`]), Keras
+//! HDF5 weights ([`keras`]), Parquet image tables ([`images`], [`source`]) and result tables
+//! ([`table`]), safetensors models ([`weights`]), `pipeline.toml` ([`config`]), and output
+//! that appears whole or not at all ([`atomic`]). Every error names the file it is about.
+
+pub mod atomic;
+pub mod config;
+pub mod csaw;
+pub mod error;
+pub mod h5write;
+pub mod images;
+pub mod ingest;
+pub mod keras;
+pub mod paths;
+pub mod source;
+pub mod table;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use weights::ModelFile;

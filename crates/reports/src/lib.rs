@@ -1,0 +1,332 @@
+//! Human- and tool-readable reports: the reference's `performance.csv`, CSV copies of the
+//! evaluate tables, and the sweep plot (PNG and SVG).
+
+use formats::atomic::{self, AtomicFile};
+use formats::error::{Error, Result, WithPath};
+use formats::table::{Column, Table};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// A float as Python's `repr` writes it (`100.0`, `1.3333333333333335`), so the CSV files
+/// match the reference byte for byte.
+pub fn py_float(v: f64) -> String {
+    format!("{v:?}")
+}
+
+/// `Neurons Pruned,Accuracy,ASR`: the repaired network's test accuracy and attack success
+/// per step, exactly as the reference script writes it (Python's csv module: CRLF lines).
+pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result<()> {
+    let mut text = String::from("Neurons Pruned,Accuracy,ASR\r\n");
+    for (k, acc, asr) in steps {
+        text += &format!(
+            "{},{},{}\r\n",
+            py_float(*k as f64),
+            py_float(*acc),
+            py_float(*asr)
+        );
+    }
+    atomic::write_bytes(path, text.as_bytes())
+}
+
+/// Writes a table as CSV (nulls as empty fields), columns in table order.
+pub fn write_table_csv(path: &Path, table: &Table) -> Result<()> {
+    let out = AtomicFile::new(path)?;
+    let temp = out.temp_path().to_path_buf();
+    let csv_err = |e: csv::Error| Error::invalid(&temp, e.to_string());
+    let mut w = csv::Writer::from_writer(out.create()?);
+    w.write_record(table.columns.iter().map(|(n, _)| n.as_str()))
+        .map_err(csv_err)?;
+    for row in 0..table.rows() {
+        let fields = table.columns.iter().map(|(_, c)| match c {
+            Column::Int(v) => v[row].map(|x| x.to_string()).unwrap_or_default(),
+            Column::Float(v) => v[row].map(py_float).unwrap_or_default(),
+            Column::Text(v) => v[row].clone().unwrap_or_default(),
+        });
+        w.write_record(fields).map_err(csv_err)?;
+    }
+    w.flush().at(&temp)?;
+    drop(w);
+    out.commit()
+}
+
+/// Networks shown as points rather than curves: (legend, colour, points (fraction, percent)).
+pub type Markers = Vec<(String, RGBColor, Vec<(f64, f64)>)>;
+
+/// What the sweep plot shows.
+pub struct PlotData {
+    pub title: String,
+    /// Fraction of conv_3 channels pruned at each step.
+    pub fraction: Vec<f64>,
+    /// (legend, colour, dashed, percent per step).
+    pub series: Vec<(String, RGBColor, bool, Vec<f64>)>,
+    /// (label, fraction) of each threshold reached.
+    pub thresholds: Vec<(String, f64)>,
+    /// Networks outside the sweep, e.g. the fine-pruned ones.
+    pub markers: Markers,
+}
+
+/// Sans-serif TrueType fonts that plot text can use, most preferred first.
+const FONTS: [&str; 5] = [
+    "DejaVuSans.ttf",
+    "LiberationSans-Regular.ttf",
+    "NotoSans-Regular.ttf",
+    "FreeSans.ttf",
+    "Arial.ttf",
+];
+const FONT_DIRS: [&str; 4] = [
+    "/usr/share/fonts",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+    "C:\\Windows\\Fonts",
+];
+
+/// `$FINEPRUNE_FONT`, else the first of [`FONTS`] found below the usual font folders.
+fn find_font() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("FINEPRUNE_FONT") {
+        return Some(p.into());
+    }
+    fn walk(dir: &Path, depth: usize, found: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() && depth > 0 {
+                walk(&path, depth - 1, found);
+            } else if e.file_name().to_str().is_some_and(|n| FONTS.contains(&n)) {
+                found.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for dir in FONT_DIRS {
+        walk(Path::new(dir), 4, &mut found);
+    }
+    found.sort_by_key(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        (FONTS.iter().position(|f| *f == name), p.clone())
+    });
+    found.into_iter().next()
+}
+
+fn register_font() -> Result<()> {
+    static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let font = find_font().ok_or_else(|| {
+            format!(
+                "no TrueType font for plot text ({} under {}); install one (Debian: fonts-dejavu-core) or set FINEPRUNE_FONT",
+                FONTS.join(", "),
+                FONT_DIRS.join(", ")
+            )
+        })?;
+        let bytes = std::fs::read(&font).map_err(|e| format!("{}: {e}", font.display()))?;
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            Box::leak(bytes.into_boxed_slice()),
+        )
+        .map_err(|_| format!("{}: not a usable TrueType font", font.display()))
+    })
+    .clone()
+    .map_err(Error::Other)
+}
+
+const SIZE: (u32, u32) = (1100, 680);
+
+/// Draws the plot to `png` and `svg`, each written atomically.
+pub fn plot(data: &PlotData, png: &Path, svg: &Path) -> Result<()> {
+    register_font()?;
+    let png_out = AtomicFile::new(png)?;
+    {
+        let root = BitMapBackend::new(png_out.temp_path(), SIZE).into_drawing_area();
+        draw(&root, data).map_err(|e| Error::invalid(png, format!("drawing failed: {e}")))?;
+        root.present()
+            .map_err(|e| Error::invalid(png, format!("writing failed: {e}")))?;
+    }
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        draw(&root, data).map_err(|e| Error::invalid(svg, format!("drawing failed: {e}")))?;
+        root.present()
+            .map_err(|e| Error::invalid(svg, format!("writing failed: {e}")))?;
+    }
+    atomic::write_bytes(svg, text.as_bytes())?;
+    png_out.commit()
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    data: &PlotData,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&data.title, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..1f64, 0f64..101f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("fraction of conv_3 channels pruned")
+        .y_desc("percent of test images")
+        .x_label_formatter(&|x| format!("{:.0}%", x * 100.0))
+        .y_label_formatter(&|y| format!("{y:.0}%"))
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (i, (label, x)) in data.thresholds.iter().enumerate() {
+        let grey = RGBColor(120, 120, 120);
+        chart.draw_series(DashedLineSeries::new(
+            [(*x, 0.0), (*x, 101.0)],
+            6,
+            4,
+            grey.stroke_width(1),
+        ))?;
+        chart.draw_series(std::iter::once(Text::new(
+            label.clone(),
+            // Staggered: neighbouring thresholds are often one step apart.
+            (*x, 97.0 - 4.0 * i as f64),
+            ("sans-serif", 14).into_font().color(&grey),
+        )))?;
+    }
+    for (name, color, dashed, values) in &data.series {
+        let points: Vec<(f64, f64)> = data
+            .fraction
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect();
+        let style = color.stroke_width(if *dashed { 2 } else { 3 });
+        let anno = if *dashed {
+            chart.draw_series(DashedLineSeries::new(points, 8, 5, style))?
+        } else {
+            chart.draw_series(LineSeries::new(points, style))?
+        };
+        let c = *color;
+        anno.label(name.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], c.stroke_width(3)));
+    }
+    for (name, color, points) in &data.markers {
+        let c = *color;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 6, c.filled())))?
+            .label(name.clone())
+            .legend(move |(x, y)| Circle::new((x + 12, y), 5, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::MiddleLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(180, 180, 180))
+        .label_font(("sans-serif", 15))
+        .draw()?;
+    Ok(())
+}
+
+const BLUE: RGBColor = RGBColor(31, 119, 180);
+const RED: RGBColor = RGBColor(214, 39, 40);
+const LIGHT_BLUE: RGBColor = RGBColor(120, 180, 230);
+const ORANGE: RGBColor = RGBColor(255, 127, 14);
+const GREEN: RGBColor = RGBColor(44, 160, 44);
+const PURPLE: RGBColor = RGBColor(148, 103, 189);
+const GREY: RGBColor = RGBColor(127, 127, 127);
+const BLACK: RGBColor = RGBColor(20, 20, 20);
+
+/// The report stage: from evaluate's sweep and summary tables to `performance.csv`,
+/// `sweep.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`; returns the files.
+pub fn run(
+    sweep_path: &Path,
+    summary_path: &Path,
+    out_dir: &Path,
+) -> Result<Vec<std::path::PathBuf>> {
+    let sweep = Table::read(sweep_path)?;
+    let summary = Table::read(summary_path)?;
+
+    let full = |name: &str| -> Result<Vec<f64>> {
+        sweep
+            .floats(name)?
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::invalid(sweep_path, format!("`{name}` has nulls")))
+    };
+    let steps = sweep.ints("channels_pruned")?;
+    let g_acc = full("repaired_clean_accuracy")?;
+    let g_asr = full("repaired_attack_success_rate")?;
+    let performance: Vec<_> = steps
+        .iter()
+        .zip(g_acc.iter().zip(&g_asr))
+        .map(|(k, (a, s))| (*k as usize, *a, *s))
+        .collect();
+
+    let networks = summary.texts("network")?;
+    let thresholds = summary.floats("threshold_percent")?;
+    let channels = summary.ints("channels_pruned")?;
+    let total = (steps.len() - 1).max(1) as f64;
+    let mut marks = Vec::new();
+    let mut markers: Markers = Vec::new();
+    let clean = summary.floats("clean_test_accuracy")?;
+    let asr = summary.floats("attack_success_rate")?;
+    for i in 0..networks.len() {
+        let x = channels[i] as f64 / total;
+        let (label, color_clean, color_asr) = match networks[i].as_deref() {
+            Some("fine_pruned") => ("fine-pruned", GREEN, PURPLE),
+            Some("fine_tuned") => ("fine-tuned, unpruned", GREY, BLACK),
+            Some("pruned") => {
+                if let Some(t) = thresholds[i] {
+                    marks.push((format!("{t} pt"), x));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        for (what, color, v) in [
+            ("clean accuracy", color_clean, clean[i]),
+            ("attack success", color_asr, asr[i]),
+        ] {
+            let label = format!("{label}: {what}");
+            let point = (x, v.unwrap_or_default());
+            match markers.iter_mut().find(|m| m.0 == label) {
+                Some(m) => m.2.push(point),
+                None => markers.push((label, color, vec![point])),
+            }
+        }
+    }
+    let data = PlotData {
+        title: "Pruning conv_3: clean accuracy and attack success".into(),
+        fraction: steps.iter().map(|&k| k as f64 / total).collect(),
+        series: vec![
+            (
+                "pruned B': clean accuracy".into(),
+                LIGHT_BLUE,
+                true,
+                full("pruned_clean_accuracy")?,
+            ),
+            (
+                "pruned B': attack success".into(),
+                ORANGE,
+                true,
+                full("pruned_attack_success_rate")?,
+            ),
+            ("repaired G: clean accuracy".into(), BLUE, false, g_acc),
+            ("repaired G: attack success".into(), RED, false, g_asr),
+        ],
+        thresholds: marks,
+        markers,
+    };
+
+    let files = [
+        out_dir.join("performance.csv"),
+        out_dir.join("sweep.csv"),
+        out_dir.join("summary.csv"),
+        out_dir.join("plot.png"),
+        out_dir.join("plot.svg"),
+    ];
+    write_performance_csv(&files[0], &performance)?;
+    write_table_csv(&files[1], &sweep)?;
+    plot(&data, &files[3], &files[4])?;
+    // The summary goes last: it is what make takes as the stage's completion.
+    write_table_csv(&files[2], &summary)?;
+    Ok(files.to_vec())
+}
