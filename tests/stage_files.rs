@@ -1,0 +1,150 @@
+//! Stage files are read, not trusted: every way the profile, the prune sweep or a pruned
+//! network can be wrong is one clear error naming the file, exit 1, and no output.
+
+use fineprune_tests::{run, run_ok, stderr, sweep_config};
+use formats::table::{Column, Table};
+use formats::ModelFile;
+use model::DeepIdWeights;
+use std::path::Path;
+
+const TINY_FINETUNE: &str = "[finetune]\nsteps = 2\nbatch_size = 8\nunpruned = false\n";
+
+/// A work folder with ingest, profile and prune done on the reference fixtures.
+fn pruned_work() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_config(dir.path(), TINY_FINETUNE);
+    let c = config.to_str().unwrap().to_string();
+    for stage in ["ingest", "profile", "prune"] {
+        run_ok(stage, &["--config", &c]);
+    }
+    (dir, c)
+}
+
+/// Runs `stage`, which must fail with exit 1 naming `file` and saying `needle`.
+fn refuses(stage: &str, c: &str, file: &str, needle: &str) {
+    let o = run(stage, &["--config", c]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{stage}: {err}");
+    assert!(err.contains(file) && err.contains(needle), "{stage}: {err}");
+    assert_eq!(err.lines().count(), 1, "{stage}: {err}");
+}
+
+fn edit_table(path: &Path, edit: impl FnOnce(&mut Table)) {
+    let mut t = Table::read(path).unwrap();
+    edit(&mut t);
+    t.write(path).unwrap();
+}
+
+fn column<'a>(t: &'a mut Table, name: &str) -> &'a mut Column {
+    &mut t.columns.iter_mut().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn profile_is_checked() {
+    let (dir, c) = pruned_work();
+    let path = dir.path().join("work/profile/activations.parquet");
+    let good = std::fs::read(&path).unwrap();
+    let cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+        ("has 10 channels", &|t| {
+            for (_, col) in &mut t.columns {
+                match col {
+                    Column::Int(v) => v.truncate(10),
+                    Column::Float(v) => v.truncate(10),
+                    Column::Text(v) => v.truncate(10),
+                }
+            }
+        }),
+        ("not a permutation", &|t| {
+            if let Column::Int(v) = column(t, "rank") {
+                v[3] = v[4];
+            }
+        }),
+        ("`channel`", &|t| {
+            if let Column::Int(v) = column(t, "channel") {
+                v[0] = Some(999);
+            }
+        }),
+        ("statistic", &|t| {
+            t.metadata.insert("statistic".into(), "median".into());
+        }),
+    ];
+    for (needle, edit) in cases {
+        std::fs::write(&path, &good).unwrap();
+        edit_table(&path, edit);
+        refuses("prune", &c, "activations.parquet", needle);
+    }
+}
+
+#[test]
+fn prune_sweep_is_checked() {
+    let (dir, c) = pruned_work();
+    let path = dir.path().join("work/prune/sweep.parquet");
+    let good = std::fs::read(&path).unwrap();
+    let cases: [(&str, &dyn Fn(&mut Table)); 3] = [
+        ("not a permutation", &|t| {
+            if let Column::Int(v) = column(t, "pruned_channel") {
+                v[5] = Some(999);
+            }
+        }),
+        ("disagrees with `valid_accuracy`", &|t| {
+            if let Column::Float(v) = column(t, "valid_accuracy") {
+                for a in v.iter_mut().skip(1) {
+                    *a = Some(0.0);
+                }
+            }
+        }),
+        ("`thresholds`", &|t| {
+            t.metadata
+                .insert("thresholds".into(), "[{\"threshold\": 2}]".into());
+        }),
+    ];
+    for (needle, edit) in cases {
+        std::fs::write(&path, &good).unwrap();
+        edit_table(&path, edit);
+        for stage in ["finetune", "evaluate"] {
+            refuses(stage, &c, "sweep.parquet", needle);
+        }
+    }
+    assert!(!dir.path().join("work/finetune/models.json").exists());
+    assert!(!dir.path().join("work/evaluate/summary.parquet").exists());
+}
+
+#[test]
+fn finetune_refuses_a_pruned_network_the_sweep_did_not_make() {
+    let (dir, c) = pruned_work();
+    let path = dir
+        .path()
+        .join("work/prune/bd_net_prime_4_percent_threshold.safetensors");
+    let good = DeepIdWeights::load(&path).unwrap();
+    let name = "bd_net_prime_4_percent_threshold.safetensors";
+    let cases: [(&str, &dyn Fn(&mut DeepIdWeights)); 4] = [
+        ("the pruning sweep says", &|w| {
+            w.provenance.pruned.as_mut().unwrap().channels.pop();
+        }),
+        ("derived from another network", &|w| {
+            w.provenance.pruned.as_mut().unwrap().backdoored = "0123456789abcdef".into();
+        }),
+        ("not zero", &|w| {
+            let c = w.pruned_channels()[0];
+            w.layers.conv_3.bias.data[c] = 0.5;
+        }),
+        ("no pruning record", &|w| {
+            w.provenance.pruned = None;
+        }),
+    ];
+    for (needle, edit) in cases {
+        let mut w = good.clone();
+        edit(&mut w);
+        w.save(&path).unwrap();
+        refuses("finetune", &c, name, needle);
+    }
+    // Unreadable metadata is an error, not a network with every channel free.
+    good.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let key = b"\"pruned_channels\":\"[";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len() - 1;
+    let mut broken = bytes.clone();
+    broken[at] = b'{';
+    std::fs::write(&path, broken).unwrap();
+    refuses("finetune", &c, name, "pruned_channels");
+}
