@@ -133,6 +133,7 @@ pub fn run(
     }
 
     let settings = serde_json::to_string(ft).expect("settings serialize");
+    let backdoored_fingerprint = backdoored.fingerprint();
     let mut trained = Vec::new();
     let (mut trained_images, mut training_s) = (0usize, 0f64);
     for job in &jobs {
@@ -196,7 +197,7 @@ pub fn run(
             tuned.provenance.pruned = Some(Pruned {
                 channels: channels.clone(),
                 threshold_percent: *threshold,
-                backdoored: backdoored.fingerprint(),
+                backdoored: backdoored_fingerprint.clone(),
             });
             tuned.save(out)?;
         }
