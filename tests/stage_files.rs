@@ -148,3 +148,69 @@ fn finetune_refuses_a_pruned_network_the_sweep_did_not_make() {
     std::fs::write(&path, broken).unwrap();
     refuses("finetune", &c, name, "pruned_channels");
 }
+
+#[test]
+fn evaluate_tables_are_checked() {
+    let (dir, c) = pruned_work();
+    run_ok("evaluate", &["--config", &c]);
+    let eval = dir.path().join("work/evaluate");
+    let (sweep, summary) = (eval.join("sweep.parquet"), eval.join("summary.parquet"));
+    let good = (
+        std::fs::read(&sweep).unwrap(),
+        std::fs::read(&summary).unwrap(),
+    );
+    let sweep_cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+        ("permutation", &|t| {
+            if let Column::Int(v) = column(t, "pruned_channel") {
+                v[7] = Some(999);
+            }
+        }),
+        ("`channels_pruned`", &|t| {
+            if let Column::Int(v) = column(t, "channels_pruned") {
+                v[2] = Some(3);
+            }
+        }),
+        ("not a percentage", &|t| {
+            if let Column::Float(v) = column(t, "repaired_attack_success_rate") {
+                v[4] = Some(180.0);
+            }
+        }),
+        ("null", &|t| {
+            if let Column::Float(v) = column(t, "pruned_clean_accuracy") {
+                v[1] = None;
+            }
+        }),
+    ];
+    let summary_cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+        ("not one of", &|t| {
+            if let Column::Text(v) = column(t, "network") {
+                v[1] = Some("pruned_twice".into());
+            }
+        }),
+        ("threshold", &|t| {
+            if let Column::Float(v) = column(t, "threshold_percent") {
+                v[1] = None;
+            }
+        }),
+        ("different evaluate runs", &|t| {
+            if let Column::Float(v) = column(t, "attack_success_rate") {
+                v[1] = Some(v[1].unwrap() / 2.0 + 1.0);
+            }
+        }),
+        ("re-run evaluate", &|t| {
+            if let Column::Int(v) = column(t, "channels_pruned") {
+                v[1] = Some(61);
+            }
+        }),
+    ];
+    for (file, cases) in [(&sweep, &sweep_cases), (&summary, &summary_cases)] {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        for (needle, edit) in cases {
+            std::fs::write(&sweep, &good.0).unwrap();
+            std::fs::write(&summary, &good.1).unwrap();
+            edit_table(file, edit);
+            refuses("report", &c, name, needle);
+        }
+    }
+    assert!(!dir.path().join("reports/summary.csv").exists());
+}

@@ -6,6 +6,7 @@ use crate::features::{extract_many, Features};
 use crate::metrics::{flagged, repaired};
 use crate::models::load_derived;
 use crate::profile::check_same_model;
+use crate::results::{EvaluateSweep, Kind, Scores, Summary, SummaryRow, SweepStep};
 use crate::sweep::PruneSweep;
 use formats::paths;
 use formats::source::Images;
@@ -23,18 +24,6 @@ pub struct Labelled<'a> {
     pub labels: &'a [i32],
     /// The identity behind each triggered image, where the data keeps it.
     pub true_labels: Option<&'a [i32]>,
-}
-
-/// The figures of one network, in percent.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Scores {
-    pub clean_test_accuracy: f64,
-    pub attack_success_rate: f64,
-    /// Share of triggered images classified as their true identity.
-    pub robust_accuracy: Option<f64>,
-    /// For repaired networks: share of clean / triggered images answered "backdoor".
-    pub flagged_clean: Option<f64>,
-    pub flagged_poisoned: Option<f64>,
 }
 
 /// Scores a network from its predictions on the clean and the triggered test sets.
@@ -68,92 +57,6 @@ pub fn score_pair(
     g.flagged_clean = Some(flagged(b.0, b_prime.0));
     g.flagged_poisoned = Some(flagged(b.1, b_prime.1));
     (pruned, g)
-}
-
-/// One row of `summary.parquet` / `summary.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SummaryRow {
-    /// `backdoored`, `pruned`, `repaired`, `fine_pruned`, `repaired_fine_pruned`.
-    pub network: String,
-    pub threshold_percent: Option<f64>,
-    pub channels_pruned: usize,
-    pub valid_accuracy: Option<f64>,
-    #[serde(flatten)]
-    pub scores: Scores,
-}
-
-pub fn summary_table(rows: &[SummaryRow]) -> Table {
-    let col = |f: &dyn Fn(&SummaryRow) -> Option<f64>| Column::Float(rows.iter().map(f).collect());
-    Table::new()
-        .with(
-            "network",
-            Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()),
-        )
-        .with("threshold_percent", col(&|r| r.threshold_percent))
-        .with(
-            "channels_pruned",
-            Column::ints(rows.iter().map(|r| r.channels_pruned as i32)),
-        )
-        .with("valid_accuracy", col(&|r| r.valid_accuracy))
-        .with(
-            "clean_test_accuracy",
-            col(&|r| Some(r.scores.clean_test_accuracy)),
-        )
-        .with(
-            "attack_success_rate",
-            col(&|r| Some(r.scores.attack_success_rate)),
-        )
-        .with("flagged_clean", col(&|r| r.scores.flagged_clean))
-        .with("flagged_poisoned", col(&|r| r.scores.flagged_poisoned))
-        .with("robust_accuracy", col(&|r| r.scores.robust_accuracy))
-}
-
-/// Per-step columns of `evaluate/sweep.parquet`.
-pub fn sweep_table(order: &[usize], valid_accuracy: &[f64], steps: &[(Scores, Scores)]) -> Table {
-    let f =
-        |g: &dyn Fn(&(Scores, Scores)) -> Option<f64>| Column::Float(steps.iter().map(g).collect());
-    let mut t = Table::new()
-        .with("channels_pruned", Column::ints(0..steps.len() as i32))
-        .with(
-            "pruned_channel",
-            Column::Int(
-                std::iter::once(None)
-                    .chain(order.iter().map(|&c| Some(c as i32)))
-                    .collect(),
-            ),
-        )
-        .with(
-            "fraction_pruned",
-            Column::floats((0..steps.len()).map(|k| k as f64 / order.len() as f64)),
-        )
-        .with(
-            "valid_accuracy",
-            Column::floats(valid_accuracy.iter().copied()),
-        )
-        .with(
-            "pruned_clean_accuracy",
-            f(&|s| Some(s.0.clean_test_accuracy)),
-        )
-        .with(
-            "pruned_attack_success_rate",
-            f(&|s| Some(s.0.attack_success_rate)),
-        )
-        .with(
-            "repaired_clean_accuracy",
-            f(&|s| Some(s.1.clean_test_accuracy)),
-        )
-        .with(
-            "repaired_attack_success_rate",
-            f(&|s| Some(s.1.attack_success_rate)),
-        )
-        .with("flagged_clean", f(&|s| s.1.flagged_clean))
-        .with("flagged_poisoned", f(&|s| s.1.flagged_poisoned));
-    if steps.first().is_some_and(|s| s.0.robust_accuracy.is_some()) {
-        t = t
-            .with("pruned_robust_accuracy", f(&|s| s.0.robust_accuracy))
-            .with("repaired_robust_accuracy", f(&|s| s.1.robust_accuracy));
-    }
-    t
 }
 
 /// What the evaluate stage reads and writes.
@@ -308,7 +211,7 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
         .collect();
 
     let mut rows = vec![SummaryRow {
-        network: "backdoored".into(),
+        network: Kind::Backdoored,
         threshold_percent: None,
         channels_pruned: 0,
         valid_accuracy: Some(prune.valid_accuracy[0]),
@@ -318,9 +221,9 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
         let Some(k) = hit.channels_pruned else {
             continue;
         };
-        for (network, scores) in [("pruned", &steps[k].0), ("repaired", &steps[k].1)] {
+        for (network, scores) in [(Kind::Pruned, &steps[k].0), (Kind::Repaired, &steps[k].1)] {
             rows.push(SummaryRow {
-                network: network.into(),
+                network,
                 threshold_percent: Some(hit.threshold_percent),
                 channels_pruned: k,
                 valid_accuracy: Some(prune.valid_accuracy[k]),
@@ -332,14 +235,11 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
         let head = Head::new(&tuned.net);
         let f_pred = (head.classify(&fc.pool_3), head.classify(&fp.pool_3));
         let (fine, repaired) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
-        let network = match tuned.threshold {
-            Some(_) => "fine_pruned",
-            None => "fine_tuned",
+        let kinds = match tuned.threshold {
+            Some(_) => [Kind::FinePruned, Kind::RepairedFinePruned],
+            None => [Kind::FineTuned, Kind::RepairedFineTuned],
         };
-        for (network, scores) in [
-            (network.to_string(), fine),
-            (format!("repaired_{network}"), repaired),
-        ] {
+        for (network, scores) in kinds.into_iter().zip([fine, repaired]) {
             rows.push(SummaryRow {
                 network,
                 threshold_percent: tuned.threshold,
@@ -351,10 +251,24 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     }
     let sweep_out = files.output_dir.join("sweep.parquet");
     let summary_out = files.output_dir.join("summary.parquet");
-    sweep_table(&prune.order, &prune.valid_accuracy, &steps).write(&sweep_out)?;
-    summary_table(&rows).write(&summary_out)?;
+    let sweep = EvaluateSweep {
+        steps: steps
+            .into_iter()
+            .enumerate()
+            .map(|(k, (pruned, repaired))| SweepStep {
+                channels_pruned: k,
+                pruned_channel: k.checked_sub(1).map(|i| prune.order[i]),
+                valid_accuracy: prune.valid_accuracy[k],
+                pruned,
+                repaired,
+            })
+            .collect(),
+    };
+    sweep.write(&sweep_out)?;
+    let summary = Summary { rows };
+    summary.write(&summary_out)?;
     Ok(EvaluateSummary {
-        summary: rows,
+        summary: summary.rows,
         outputs: [sweep_out, summary_out],
     })
 }

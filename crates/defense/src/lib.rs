@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod models;
 pub mod profile;
 pub mod prune;
+pub mod results;
 pub mod sweep;

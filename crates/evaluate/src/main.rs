@@ -95,7 +95,7 @@ fn main() -> std::process::ExitCode {
                 .map(|f| format!(", flags {f:.2}% of triggered images"));
             println!(
                 "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
-                r.network,
+                r.network.as_str(),
                 r.channels_pruned,
                 r.scores.clean_test_accuracy,
                 r.scores.attack_success_rate,

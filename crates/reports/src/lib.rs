@@ -1,6 +1,7 @@
 //! Human- and tool-readable reports: the reference's `performance.csv`, CSV copies of the
 //! evaluate tables, and the sweep plot (PNG and SVG).
 
+use defense::results::{EvaluateSweep, Kind, Summary, SweepStep};
 use formats::atomic::{self, AtomicFile};
 use formats::error::{Error, Result, WithPath};
 use formats::table::{Column, Table};
@@ -241,40 +242,32 @@ pub fn run(
     summary_path: &Path,
     out_dir: &Path,
 ) -> Result<Vec<std::path::PathBuf>> {
-    let sweep = Table::read(sweep_path)?;
-    let summary = Table::read(summary_path)?;
-
-    let full = |name: &str| -> Result<Vec<f64>> {
-        sweep
-            .floats(name)?
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::invalid(sweep_path, format!("`{name}` has nulls")))
-    };
-    let steps = sweep.ints("channels_pruned")?;
-    let g_acc = full("repaired_clean_accuracy")?;
-    let g_asr = full("repaired_attack_success_rate")?;
-    let performance: Vec<_> = steps
+    let sweep = EvaluateSweep::read(sweep_path)?;
+    let summary = Summary::read(summary_path)?;
+    summary.check_against(summary_path, &sweep)?;
+    let performance: Vec<_> = sweep
+        .steps
         .iter()
-        .zip(g_acc.iter().zip(&g_asr))
-        .map(|(k, (a, s))| (*k as usize, *a, *s))
+        .map(|s| {
+            let g = &s.repaired;
+            (
+                s.channels_pruned,
+                g.clean_test_accuracy,
+                g.attack_success_rate,
+            )
+        })
         .collect();
 
-    let networks = summary.texts("network")?;
-    let thresholds = summary.floats("threshold_percent")?;
-    let channels = summary.ints("channels_pruned")?;
-    let total = (steps.len() - 1).max(1) as f64;
+    let total = sweep.channels() as f64;
     let mut marks = Vec::new();
     let mut markers: Markers = Vec::new();
-    let clean = summary.floats("clean_test_accuracy")?;
-    let asr = summary.floats("attack_success_rate")?;
-    for i in 0..networks.len() {
-        let x = channels[i] as f64 / total;
-        let (label, color_clean, color_asr) = match networks[i].as_deref() {
-            Some("fine_pruned") => ("fine-pruned", GREEN, PURPLE),
-            Some("fine_tuned") => ("fine-tuned, unpruned", GREY, BLACK),
-            Some("pruned") => {
-                if let Some(t) = thresholds[i] {
+    for row in &summary.rows {
+        let x = row.channels_pruned as f64 / total;
+        let (label, color_clean, color_asr) = match row.network {
+            Kind::FinePruned => ("fine-pruned", GREEN, PURPLE),
+            Kind::FineTuned => ("fine-tuned, unpruned", GREY, BLACK),
+            Kind::Pruned => {
+                if let Some(t) = row.threshold_percent {
                     marks.push((format!("{t} pt"), x));
                 }
                 continue;
@@ -282,35 +275,50 @@ pub fn run(
             _ => continue,
         };
         for (what, color, v) in [
-            ("clean accuracy", color_clean, clean[i]),
-            ("attack success", color_asr, asr[i]),
+            (
+                "clean accuracy",
+                color_clean,
+                row.scores.clean_test_accuracy,
+            ),
+            ("attack success", color_asr, row.scores.attack_success_rate),
         ] {
             let label = format!("{label}: {what}");
-            let point = (x, v.unwrap_or_default());
+            let point = (x, v);
             match markers.iter_mut().find(|m| m.0 == label) {
                 Some(m) => m.2.push(point),
                 None => markers.push((label, color, vec![point])),
             }
         }
     }
+    let series = |f: &dyn Fn(&SweepStep) -> f64| sweep.steps.iter().map(f).collect::<Vec<_>>();
     let data = PlotData {
         title: "Pruning conv_3: clean accuracy and attack success".into(),
-        fraction: steps.iter().map(|&k| k as f64 / total).collect(),
+        fraction: series(&|s| s.channels_pruned as f64 / total),
         series: vec![
             (
                 "pruned B': clean accuracy".into(),
                 LIGHT_BLUE,
                 true,
-                full("pruned_clean_accuracy")?,
+                series(&|s| s.pruned.clean_test_accuracy),
             ),
             (
                 "pruned B': attack success".into(),
                 ORANGE,
                 true,
-                full("pruned_attack_success_rate")?,
+                series(&|s| s.pruned.attack_success_rate),
             ),
-            ("repaired G: clean accuracy".into(), BLUE, false, g_acc),
-            ("repaired G: attack success".into(), RED, false, g_asr),
+            (
+                "repaired G: clean accuracy".into(),
+                BLUE,
+                false,
+                series(&|s| s.repaired.clean_test_accuracy),
+            ),
+            (
+                "repaired G: attack success".into(),
+                RED,
+                false,
+                series(&|s| s.repaired.attack_success_rate),
+            ),
         ],
         thresholds: marks,
         markers,
@@ -324,9 +332,9 @@ pub fn run(
         out_dir.join("plot.svg"),
     ];
     write_performance_csv(&files[0], &performance)?;
-    write_table_csv(&files[1], &sweep)?;
+    write_table_csv(&files[1], &sweep.to_table())?;
     plot(&data, &files[3], &files[4])?;
     // The summary goes last: it is what make takes as the stage's completion.
-    write_table_csv(&files[2], &summary)?;
+    write_table_csv(&files[2], &summary.to_table())?;
     Ok(files.to_vec())
 }
