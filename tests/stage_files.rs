@@ -1,6 +1,7 @@
 //! Stage files are read, not trusted: every way the profile, the prune sweep or a pruned
 //! network can be wrong is one clear error naming the file, exit 1, and no output.
 
+use defense::features::Features;
 use fineprune_tests::{run, run_ok, stderr, sweep_config};
 use formats::table::{Column, Table};
 use formats::ModelFile;
@@ -73,6 +74,37 @@ fn profile_is_checked() {
         edit_table(&path, edit);
         refuses("prune", &c, "activations.parquet", needle);
     }
+}
+
+#[test]
+fn validation_activations_are_checked() {
+    let (dir, c) = pruned_work();
+    let path = dir.path().join("work/profile/valid_pool_3.safetensors");
+    let fingerprint = DeepIdWeights::load(&dir.path().join("work/ingest/model.safetensors"))
+        .unwrap()
+        .fingerprint();
+    let good = Features::load(&path, &fingerprint, 1283).unwrap();
+    let cases: [(&str, &dyn Fn(&mut Features)); 4] = [
+        ("not one of the model's 1283 classes", &|f| {
+            f.labels[9] = 1283
+        }),
+        ("not negative", &|f| f.pool_3[100] = -1.0),
+        ("not negative", &|f| f.pool_3[7] = f32::NAN),
+        ("different profile runs", &|f| {
+            f.pool_3.truncate(f.pool_3.len() - 2 * 4 * 5 * 60)
+        }),
+    ];
+    for (needle, edit) in cases {
+        let mut f = good.clone();
+        edit(&mut f);
+        if f.pool_3.len() < good.pool_3.len() {
+            f.labels.truncate(f.labels.len() - 2);
+        }
+        f.save(&path, &fingerprint).unwrap();
+        refuses("prune", &c, "valid_pool_3.safetensors", needle);
+    }
+    good.save(&path, "0123456789abcdef").unwrap();
+    refuses("prune", &c, "valid_pool_3.safetensors", "re-run");
 }
 
 #[test]

@@ -81,6 +81,18 @@ impl Features {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+
+    /// Mean pool_3 activation per channel, as [`ChannelStats::pool_3_mean`] gives it.
+    pub fn pool_3_mean(&self) -> Vec<f64> {
+        let mut sum = vec![0.0; CONV3_CHANNELS];
+        for position in self.pool_3.chunks_exact(CONV3_CHANNELS) {
+            for (s, &v) in sum.iter_mut().zip(position) {
+                *s += v as f64;
+            }
+        }
+        let n = (self.len() * POOL3_POSITIONS) as f64;
+        sum.iter().map(|s| s / n).collect()
+    }
 }
 
 /// Runs every image of `images` through the trunk of `net`, with the channel statistics.
@@ -158,8 +170,10 @@ impl Features {
         formats::atomic::write_bytes(path, &serialize(tensors, meta, path)?)
     }
 
-    /// Loads what [`Features::save`] wrote, failing if it came from another model.
-    pub fn load(path: &Path, model_fingerprint: &str) -> Result<Self> {
+    /// Loads what [`Features::save`] wrote, failing if it came from another model, if an
+    /// activation is negative or not finite (pool_3 follows a ReLU), or if a label is not
+    /// one of the model's `classes`.
+    pub fn load(path: &Path, model_fingerprint: &str, classes: usize) -> Result<Self> {
         let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (tensors, meta) = deserialize(&buf, path)?;
         let recorded = meta.get(MODEL_KEY).map(String::as_str).unwrap_or_default();
@@ -193,10 +207,31 @@ impl Features {
             Ok(Some(from_le_bytes(t.data())))
         };
         let labels = ints("label")?.ok_or_else(|| Error::invalid(path, "no `label` tensor"))?;
+        let true_labels = ints("true_label")?;
+        for (name, v) in
+            std::iter::once(("label", &labels)).chain(true_labels.iter().map(|t| ("true_label", t)))
+        {
+            if let Some(l) = v
+                .iter()
+                .find(|&&l| usize::try_from(l).map_or(true, |l| l >= classes))
+            {
+                return Err(Error::invalid(
+                    path,
+                    format!("{name} {l} is not one of the model's {classes} classes"),
+                ));
+            }
+        }
+        let pool_3: Vec<f32> = from_le_bytes(pool.data());
+        if let Some(v) = pool_3.iter().find(|v| !(**v >= 0.0 && v.is_finite())) {
+            return Err(Error::invalid(
+                path,
+                format!("pool_3 holds {v}; activations after a ReLU are finite and not negative"),
+            ));
+        }
         Ok(Self {
-            pool_3: from_le_bytes(pool.data()),
+            pool_3,
             labels,
-            true_labels: ints("true_label")?,
+            true_labels,
             stats: ChannelStats::default(),
         })
     }

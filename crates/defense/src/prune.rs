@@ -45,6 +45,25 @@ pub struct PruneSummary {
     pub output: PathBuf,
 }
 
+/// The profile and the activations must come from one profile run: the activations give
+/// the profile's channel means (to rounding, as the sums run in another order).
+fn check_same_images(files: &PruneFiles, profile: &Profile, features: &Features) -> Result<()> {
+    let means = features.pool_3_mean();
+    let differs = |(a, b): (&f64, &f64)| (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1e-6);
+    match means.iter().zip(&profile.pool_3_mean).position(differs) {
+        Some(c) => Err(Error::invalid(
+            &files.features,
+            format!(
+                "its activations give channel {c} a mean of {}, the profile {} says {}; the two come from different profile runs: re-run profile",
+                means[c],
+                files.profile.display(),
+                profile.pool_3_mean[c]
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(
     files: &PruneFiles,
     thresholds: &[f64],
@@ -54,13 +73,14 @@ pub fn run(
     let fingerprint = weights.fingerprint();
     let profile = Profile::read(&files.profile)?;
     check_same_model(&files.profile, &profile.model_fingerprint, &fingerprint)?;
-    let features = Features::load(&files.features, &fingerprint)?;
+    let features = Features::load(&files.features, &fingerprint, weights.classes())?;
     if features.is_empty() {
         return Err(Error::invalid(
             &files.features,
             "the validation set is empty",
         ));
     }
+    check_same_images(files, &profile, &features)?;
 
     let head = Head::new(&Network::new(&weights));
     progress.start("prune", features.len() as u64);
