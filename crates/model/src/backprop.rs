@@ -32,9 +32,30 @@ const CONV_LAYERS: [LayerName; 4] = [
     LayerName::Conv4,
 ];
 
-/// The depth of convolution `layer` (conv_1 is 0).
-pub fn depth(layer: LayerName) -> Option<usize> {
-    CONV_LAYERS.iter().position(|l| *l == layer)
+/// conv_4's depth: the convolution that reads pool_3 runs with the head, a whole group at
+/// once; those below it run one image at a time.
+const HEAD: usize = CONVS.len() - 1;
+/// Where pool_3 sits among the pooled outputs `a` / `d_a` (the output of conv_3).
+const POOL_3: usize = HEAD - 1;
+
+/// The convolution training starts from; the layers below it are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainFrom(usize);
+
+impl TrainFrom {
+    /// None unless `layer` is a convolution.
+    pub fn new(layer: LayerName) -> Option<Self> {
+        CONV_LAYERS.iter().position(|l| *l == layer).map(Self)
+    }
+
+    pub fn layer(self) -> LayerName {
+        CONV_LAYERS[self.0]
+    }
+
+    /// Values per image at this convolution's input (NHWC).
+    pub fn input_len(self) -> usize {
+        input_len(self.0)
+    }
 }
 
 /// Input grid (h, w) of the convolution at depth `l`; all but conv_4 are followed by pooling.
@@ -48,8 +69,8 @@ const fn grid(l: usize) -> (usize, usize) {
     hw
 }
 
-/// Values per image at the input of the convolution at depth `l` (l = 3: pool_3).
-pub const fn input_len(l: usize) -> usize {
+/// Values per image at the input of the convolution at depth `l` (l = HEAD: pool_3).
+const fn input_len(l: usize) -> usize {
     let (h, w) = grid(l);
     h * w * CONVS[l].inputs
 }
@@ -133,10 +154,10 @@ impl Net {
         *self.slots.get(CONV_LAYERS[l])
     }
 
-    /// The range of the flat vector that holds the convolution at depth `first` and
-    /// everything above it.
-    pub fn from_layer(&self, first: usize) -> std::ops::Range<usize> {
-        self.conv(first).matrix..self.params.len()
+    /// The range of the flat vector that holds the convolution `first` and everything
+    /// above it.
+    pub fn from_layer(&self, first: TrainFrom) -> std::ops::Range<usize> {
+        self.conv(first.0).matrix..self.params.len()
     }
 
     /// Positions in the flat vector of conv_3 output channel `c` (kernel column and bias).
@@ -149,7 +170,8 @@ impl Net {
 
     /// Inputs of conv layer `first` (NHWC, [`input_len`] per image) for CSAW (C, H, W)
     /// images, multiplied by `scale`; the identity copy for `first` = 0.
-    pub fn features(&self, first: usize, pixels: &[f32], scale: f32) -> Vec<f32> {
+    pub fn features(&self, first: TrainFrom, pixels: &[f32], scale: f32) -> Vec<f32> {
+        let TrainFrom(first) = first;
         let n = pixels.len() / IMAGE_LEN;
         let mut out = vec![0f32; n * input_len(first)];
         out.par_chunks_mut(input_len(first))
@@ -177,7 +199,7 @@ impl Net {
     /// inputs of layer `first` are `inputs`; adds `d(sum of losses) / divisor` into `grad`.
     pub fn gradient(
         &self,
-        first: usize,
+        first: TrainFrom,
         inputs: &[f32],
         labels: &[u32],
         divisor: f32,
@@ -189,7 +211,7 @@ impl Net {
         if tasks.len() < groups {
             tasks.resize_with(groups, Task::default);
         }
-        let len = input_len(first);
+        let len = first.input_len();
         let results: Vec<(f64, usize)> = tasks[..groups]
             .par_iter_mut()
             .enumerate()
@@ -199,7 +221,7 @@ impl Net {
                 t.grad[self.from_layer(first)].fill(0.0);
                 pulp::Arch::new().dispatch(Step {
                     net: self,
-                    first,
+                    first: first.0,
                     inputs: &inputs[at.start * len..at.end * len],
                     labels: &labels[at],
                     divisor,
@@ -233,13 +255,13 @@ impl Net {
 pub struct Task {
     input: Vec<f32>,
     /// Per conv layer: pre-activations (with bias) and pooled ReLU outputs, for the group.
-    z: [Vec<f32>; 4],
-    a: [Vec<f32>; 3],
+    z: [Vec<f32>; CONVS.len()],
+    a: [Vec<f32>; HEAD],
     patches: Vec<f32>,
     d_patches: Vec<f32>,
     d_z: Vec<f32>,
     /// Gradients with respect to the pooled outputs, per conv layer (one image).
-    d_a: [Vec<f32>; 3],
+    d_a: [Vec<f32>; HEAD],
     /// The group's pool_3 gradients and the head's activations.
     d_pool_3: Vec<f32>,
     hidden: Vec<f32>,
@@ -297,7 +319,7 @@ const fn z_len(l: usize) -> usize {
     h * w * CONVS[l].outputs
 }
 
-/// conv layer `l` (0..3) of `n` images: pre-activations into `z`, ReLU and 2x2 max-pooling
+/// conv layer `l` (below the head) of `n` images: pre-activations into `z`, ReLU and 2x2 max-pooling
 /// into `a`.
 #[inline(always)]
 fn conv_forward(
@@ -396,14 +418,14 @@ impl Step<'_> {
         } = net.slots;
         let classes = net.classes;
 
-        // Down: the convolutions, one image at a time; pool_3 of the group ends up in a[2].
+        // Down: the convolutions, one image at a time; pool_3 of the group ends up in a.
         let len = input_len(first);
-        for l in first..3 {
+        for l in first..HEAD {
             t.z[l].resize(n * z_len(l), 0.0);
             t.a[l].resize(n * input_len(l + 1), 0.0);
         }
         for i in 0..n {
-            for l in first..3 {
+            for l in first..HEAD {
                 let (zl, al) = (z_len(l), input_len(l + 1));
                 let (below, above) = t.a.split_at_mut(l);
                 let x = if l == first {
@@ -415,11 +437,11 @@ impl Step<'_> {
                 conv_forward(net, l, x, 1, &mut t.patches, z, a);
             }
         }
-        let pool_3: &[f32] = if first == 3 { inputs } else { &t.a[2] };
+        let pool_3: &[f32] = if first == HEAD { inputs } else { &t.a[POOL_3] };
 
         // The head, for the whole group.
-        let rows4 = patches(3, pool_3, n, &mut t.patches);
-        let z4 = &mut t.z[3];
+        let rows4 = patches(HEAD, pool_3, n, &mut t.patches);
+        let z4 = &mut t.z[HEAD];
         z4.resize(n * CONV4_LEN, 0.0);
         matmul(rows4, s4.rows, s4.cols, &t.patches, s4.matrix(p), z4);
         add_bias(z4, s4.bias(p));
@@ -511,7 +533,7 @@ impl Step<'_> {
             &mut t.d_conv_4,
             false,
         );
-        for (d, z) in t.d_conv_4.iter_mut().zip(t.z[3].iter()) {
+        for (d, z) in t.d_conv_4.iter_mut().zip(t.z[HEAD].iter()) {
             if *z <= 0.0 {
                 *d = 0.0;
             }
@@ -527,7 +549,7 @@ impl Step<'_> {
             true,
         );
         add_column_sums(gb, &t.d_conv_4);
-        if first == 3 {
+        if first == HEAD {
             return (loss, hits);
         }
         t.d_pool_3.resize(n * POOL3_LEN, 0.0);
@@ -550,13 +572,13 @@ impl Step<'_> {
             &mut t.d_patches,
             false,
         );
-        col2im(3, &t.d_patches, n, &mut t.d_pool_3);
+        col2im(HEAD, &t.d_patches, n, &mut t.d_pool_3);
 
         // The convolutions, one image at a time.
         for i in 0..n {
-            t.d_a[2].clear();
-            t.d_a[2].extend_from_slice(&t.d_pool_3[i * POOL3_LEN..][..POOL3_LEN]);
-            for l in (first..3).rev() {
+            t.d_a[POOL_3].clear();
+            t.d_a[POOL_3].extend_from_slice(&t.d_pool_3[i * POOL3_LEN..][..POOL3_LEN]);
+            for l in (first..HEAD).rev() {
                 let s = net.conv(l);
                 let zl = z_len(l);
                 pool_backward(l, &t.z[l][i * zl..][..zl], &t.d_a[l], &mut t.d_z);

@@ -5,7 +5,7 @@
 //! equivalent parametrisation whose conv_1 kernel is multiplied by 255 s, and mapped back
 //! afterwards, so step sizes behave the same whatever scale the model uses.
 
-use crate::backprop::{depth, input_len, Net};
+use crate::backprop::{Net, TrainFrom};
 use crate::error::{Error, Result};
 use crate::geometry::{LayerName, Layers, IMAGE_LEN};
 use crate::layout::to_nhwc;
@@ -239,7 +239,7 @@ pub fn fit(
     on_checkpoint: &mut dyn FnMut(&Checkpoint),
     on_images: &dyn Fn(usize),
 ) -> Result<Fitted> {
-    let first = depth(recipe.train_from).ok_or_else(|| {
+    let first = TrainFrom::new(recipe.train_from).ok_or_else(|| {
         Error::Recipe(format!(
             "training starts at a convolution, not at {}",
             recipe.train_from
@@ -247,8 +247,8 @@ pub fn fit(
     })?;
     // With conv_1 trained, steps see pixels / 255 whatever the model's scale, so that step
     // sizes mean the same for every model; frozen, conv_1 is left bit for bit as it is.
-    let (scale, factor) = match first {
-        0 => (TRAIN_SCALE, weights.provenance.input_scale / TRAIN_SCALE),
+    let (scale, factor) = match first.layer() {
+        LayerName::Conv1 => (TRAIN_SCALE, weights.provenance.input_scale / TRAIN_SCALE),
         _ => (weights.provenance.input_scale, 1.0),
     };
     let mut start = weights.clone();
@@ -266,15 +266,15 @@ pub fn fit(
         .collect();
 
     // The frozen layers' output is computed once, 1,024 images at a time.
-    let cached: Option<Vec<f32>> = (first > 0).then(|| {
-        let mut out = Vec::with_capacity(train.len() * input_len(first));
+    let cached: Option<Vec<f32>> = (first.layer() != LayerName::Conv1).then(|| {
+        let mut out = Vec::with_capacity(train.len() * first.input_len());
         for at in (0..train.len()).collect::<Vec<_>>().chunks(1024) {
             let (pixels, _) = train.gather(at);
             out.extend(net.features(first, &pixels, scale as f32));
         }
         out
     });
-    let len = input_len(first);
+    let len = first.input_len();
     let inputs = |ids: &[usize]| -> (Vec<f32>, Vec<u32>) {
         let labels = ids
             .iter()

@@ -3,7 +3,7 @@
 //! optimiser, frozen layers do not move, equal seeds give equal bytes.
 
 use candle_core::{Device, Tensor};
-use model::backprop::{input_len, Net};
+use model::backprop::{Net, TrainFrom};
 use model::geometry::{LayerName, IMAGE_LEN};
 use model::graph::{input_tensor, DeepId};
 use model::layout::to_nhwc;
@@ -86,7 +86,7 @@ fn gradients_match_candle_for_every_layer() {
     let net = Net::new(&w);
     let mut grad = vec![0f32; net.params.len()];
     let (loss, _) = net.gradient(
-        0,
+        TrainFrom::new(LayerName::Conv1).unwrap(),
         &nhwc(&data),
         &data.labels,
         37.0,
@@ -110,18 +110,19 @@ fn gradients_match_candle_for_every_layer() {
     }
     // Training from conv_3 up on cached conv_2 outputs gives the same upper gradients and
     // none below.
-    let features = net.features(2, &data.pixels, SCALE as f32);
-    assert_eq!(features.len(), 37 * input_len(2));
+    let conv_3 = TrainFrom::new(LayerName::Conv3).unwrap();
+    let features = net.features(conv_3, &data.pixels, SCALE as f32);
+    assert_eq!(features.len(), 37 * conv_3.input_len());
     let mut upper = vec![0f32; net.params.len()];
     net.gradient(
-        2,
+        conv_3,
         &features,
         &data.labels,
         37.0,
         &mut upper,
         &mut Vec::new(),
     );
-    let r = net.from_layer(2);
+    let r = net.from_layer(conv_3);
     assert!(upper[..r.start].iter().all(|v| *v == 0.0));
     assert!(relative_error(&upper[r.clone()], &grad[r]) < 1e-5);
 }
@@ -132,8 +133,9 @@ fn gradients_match_finite_differences() {
     let (w, data) = setup(3, 9);
     let mut net = Net::new(&w);
     let x = nhwc(&data);
+    let conv_1 = TrainFrom::new(LayerName::Conv1).unwrap();
     let mut grad = vec![0f32; net.params.len()];
-    net.gradient(0, &x, &data.labels, 1.0, &mut grad, &mut Vec::new());
+    net.gradient(conv_1, &x, &data.labels, 1.0, &mut grad, &mut Vec::new());
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut checked = 0;
     let slots: Vec<_> = net.slots.iter().map(|(_, s)| *s).collect();
@@ -146,7 +148,7 @@ fn gradients_match_finite_differences() {
                 let old = net.params[i];
                 net.params[i] = v;
                 let mut g = vec![0f32; net.params.len()];
-                let (l, _) = net.gradient(0, &x, &data.labels, 1.0, &mut g, &mut Vec::new());
+                let (l, _) = net.gradient(conv_1, &x, &data.labels, 1.0, &mut g, &mut Vec::new());
                 net.params[i] = old;
                 l
             };

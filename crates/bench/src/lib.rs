@@ -1,0 +1,200 @@
+//! The speed benchmark: data at the CSAW-HackML sizes (synthetic faces in the uncompressed
+//! CSAW layout), then every stage binary run as a child process and measured (wall seconds,
+//! peak resident memory, images per second).
+
+use benchmark::faces::{self, Identity, Pose};
+use formats::csaw::{Batch, IMAGE_LEN};
+use formats::error::WithPath;
+use formats::{h5write, keras, Error, Result};
+use model::{train, Classifier, Network};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Classes of the random DeepID used when no network is given, as in CSAW-HackML.
+pub const CLASSES: usize = 1283;
+
+/// Images per split.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub valid: usize,
+    pub test: usize,
+    pub poisoned_test: usize,
+}
+
+/// The benchmark's input files.
+pub struct Inputs {
+    pub valid: PathBuf,
+    pub test: PathBuf,
+    pub poisoned_test: PathBuf,
+    pub weights: PathBuf,
+}
+
+impl Inputs {
+    /// `<data>/valid_<n>.h5` and so on; `weights` as given.
+    pub fn new(data: &Path, sizes: Sizes, weights: PathBuf) -> Self {
+        let file = |name: &str, n: usize| data.join(format!("{name}_{n}.h5"));
+        Self {
+            valid: file("valid", sizes.valid),
+            test: file("test", sizes.test),
+            poisoned_test: file("bd_test", sizes.poisoned_test),
+            weights,
+        }
+    }
+
+    pub fn all_exist(&self) -> bool {
+        [&self.valid, &self.test, &self.poisoned_test, &self.weights]
+            .iter()
+            .all(|p| p.exists())
+    }
+
+    /// Writes whatever input file is missing: a random DeepID, then synthetic faces; `trigger`
+    /// sets add sunglasses and label 0, clean ones carry the network's own predictions (so
+    /// accuracy starts at 100% and every threshold is reached).
+    pub fn generate(&self, sizes: Sizes) -> Result<()> {
+        if !self.weights.exists() {
+            keras::export(&train::init_weights(CLASSES, 1, 1.0), &self.weights, false)?;
+        }
+        let net = Classifier::new(&Network::new(&keras::import(&self.weights, 1.0)?));
+        for (path, n, seed, trigger) in [
+            (&self.valid, sizes.valid, 1, false),
+            (&self.test, sizes.test, 2, false),
+            (&self.poisoned_test, sizes.poisoned_test, 3, true),
+        ] {
+            if !path.exists() {
+                tracing::warn!("generating {}", path.display());
+                let out = formats::atomic::AtomicFile::new(path)?;
+                h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net), false)
+                    .map_err(|e| Error::hdf5(out.temp_path(), e))?;
+                out.commit()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn faces(n: usize, seed: u64, trigger: bool, net: &Classifier) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let ids: Vec<Identity> = (0..64).map(|_| Identity::random(&mut rng)).collect();
+    let pixels = (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let pose = Pose::random(&mut rng);
+            let mut out = vec![0f32; IMAGE_LEN];
+            faces::render(&ids[i % ids.len()], &pose, &mut rng, &mut out);
+            if trigger {
+                faces::draw_sunglasses(&pose, &mut out);
+            }
+            out
+        })
+        .collect::<Vec<f32>>();
+    let labels = if trigger {
+        vec![0; n]
+    } else {
+        net.predict(&pixels).into_iter().map(|c| c as i32).collect()
+    };
+    Batch {
+        pixels,
+        labels,
+        true_labels: None,
+    }
+}
+
+/// One stage's cost.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub peak_rss_mib: f64,
+    /// Images the stage reads (training images for finetune), per second.
+    pub images_per_second: Option<f64>,
+}
+
+/// Wall seconds and peak RSS (MiB) of one child process, which must succeed.
+pub fn measure(cmd: &mut Command) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Other(format!("starting {cmd:?}: {e}")))?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    if !(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(Error::Other(format!("stage failed: {cmd:?}")));
+    }
+    Ok((t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0))
+}
+
+const STAGES: [&str; 6] = [
+    "ingest", "profile", "prune", "finetune", "evaluate", "report",
+];
+
+/// Marks a work folder as the benchmark's own, so a re-run may empty it.
+const MARKER: &str = ".fineprune-bench";
+
+/// Runs every stage in `dir` (configuration `bench.toml`, outputs in `work/` and `reports/`)
+/// with the binaries beside `bin`, from a fresh work folder.
+pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<Measured>> {
+    let config = dir.join("bench.toml");
+    let relative = |p: &Path| p.strip_prefix(dir).unwrap_or(p).to_path_buf();
+    let text = format!(
+        "[data]\nvalid = {:?}\ntest = {:?}\npoisoned_test = {:?}\n[model]\nweights = {:?}\n[work]\ndir = \"work\"\nreports = \"reports\"\n",
+        relative(&inputs.valid),
+        relative(&inputs.test),
+        relative(&inputs.poisoned_test),
+        inputs.weights
+    );
+    formats::atomic::write_bytes(&config, text.as_bytes())?;
+    let work = dir.join("work");
+    if work.exists() {
+        if !work.join(MARKER).exists() {
+            return Err(Error::invalid(
+                &work,
+                "exists and was not made by bench; choose another --dir",
+            ));
+        }
+        std::fs::remove_dir_all(&work).at(&work)?;
+    }
+    std::fs::create_dir_all(&work).at(&work)?;
+    std::fs::write(work.join(MARKER), "").at(&work)?;
+    let summary = dir.join("stage.json");
+    let mut rows = Vec::new();
+    for stage in STAGES {
+        let out = std::fs::File::create(&summary).at(&summary)?;
+        let (seconds, peak_rss_mib) = measure(
+            Command::new(bin.join(stage))
+                .arg("--config")
+                .arg(&config)
+                .arg("--json")
+                .env("RUST_LOG", "warn")
+                .stdout(out),
+        )?;
+        let images = match stage {
+            "ingest" => Some((sizes.valid + sizes.test + sizes.poisoned_test) as f64),
+            "profile" | "prune" => Some(sizes.valid as f64),
+            "evaluate" => Some((sizes.test + sizes.poisoned_test) as f64),
+            _ => None,
+        };
+        let images_per_second = if stage == "finetune" {
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&summary).at(&summary)?)
+                    .map_err(|e| Error::invalid(&summary, e.to_string()))?;
+            json["training_images_per_second"].as_f64()
+        } else {
+            images.map(|n| n / seconds)
+        };
+        rows.push(Measured {
+            stage,
+            seconds,
+            peak_rss_mib,
+            images_per_second,
+        });
+    }
+    Ok(rows)
+}
