@@ -34,56 +34,73 @@ $(SETUP):
 $(BINS) &: $(SOURCES) | $(SETUP)
 	$(CARGO) build --release --locked --bins
 
-# --- configuration: resolved paths and one stamp per table -------------------------------
+# --- configuration: checked, stamped and linked at the start of every run ------------------
+# `pipeline make-vars` (milliseconds) checks $(CONFIG), rewrites the stamps of the tables and
+# inputs whose content changed (in the work folder: switching configurations over one work
+# folder re-runs what differs), and points short links under target/make/<id>/ at the work
+# folder, the reports and the inputs, so make sees no spaces whatever the paths hold. <id> is
+# a hash of the configuration's real path: two configurations never share one.
 PIPELINE_GOALS := all $(STAGES)
+CONFIG_ID = $(shell realpath -m -- '$(CONFIG)' | sha256sum | cut -c1-16)
+VARS = target/make/$(CONFIG_ID).mk
+MAKE_VARS = $(BIN)/pipeline make-vars --config '$(CONFIG)' --out $(VARS)
 ifneq ($(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
-VARS := target/make/$(subst /,_,$(abspath $(CONFIG))).mk
+CONFIG_ID := $(CONFIG_ID)
+ifneq ($(wildcard $(BIN)/pipeline),)
+MAKE_VARS_ERROR := $(shell mkdir -p target/make; err=$$(RUST_LOG=error $(MAKE_VARS) 2>&1 >/dev/null) || echo "$$err" | tail -1)
+ifneq ($(MAKE_VARS_ERROR),)
+$(error $(MAKE_VARS_ERROR))
+endif
+endif
 include $(VARS)
 endif
 
-$(VARS): $(CONFIG) $(BIN)/pipeline
+# The first run (no binary yet): build, then make restarts with the variables.
+$(VARS): $(BIN)/pipeline
 	@mkdir -p $(dir $@)
-	$(BIN)/pipeline make-vars --config $(CONFIG) --out $@
+	$(MAKE_VARS)
 
-S := $(WORK)/config
-# Stamps are rewritten only when their table changes; recreated if the work folder is gone.
-$(S)/%.json: | $(BIN)/pipeline
-	$(BIN)/pipeline make-vars --config $(CONFIG) --out $(VARS)
+S = $(WORK)/config
 
 # --- the stages ---------------------------------------------------------------------------
-INPUTS := $(DATA_VALID) $(DATA_TEST) $(DATA_POISONED) $(MODEL_WEIGHTS)
-INGEST := $(WORK)/ingest/model.safetensors
-PROFILE := $(WORK)/profile/activations.parquet
-PRUNE := $(WORK)/prune/sweep.parquet
-FINETUNE := $(WORK)/finetune/models.json
-EVALUATE := $(WORK)/evaluate/summary.parquet
-REPORT := $(REPORTS)/summary.csv
+INGEST = $(WORK)/ingest/model.safetensors
+PROFILE = $(WORK)/profile/activations.parquet
+PRUNE = $(WORK)/prune/sweep.parquet
+FINETUNE = $(WORK)/finetune/models.json
+EVALUATE = $(WORK)/evaluate/summary.parquet
+REPORT = $(REPORTS)/summary.csv
+RUN = --config '$(CONFIG)'
 
 ifeq ($(DATA_MODE),synth)
+# synth writes the inputs (the links point at them).
 $(INPUTS) &: $(S)/synth.json $(S)/model.json $(BIN)/synth
-	@echo "*** No data at $(dir $(DATA_VALID)) or $(MODEL_WEIGHTS): using the built-in SYNTHETIC benchmark ***"
-	$(BIN)/synth --config $(CONFIG)
+	@echo "*** No data for $(CONFIG): using the built-in SYNTHETIC benchmark ***"
+	$(BIN)/synth $(RUN)
+INGEST_INPUTS = $(INPUTS)
+else
+# User data: its content hashes, rewritten only when the content changed.
+INGEST_INPUTS = $(INPUT_STAMPS)
 endif
 
-$(INGEST): $(INPUTS) $(S)/data.json $(S)/model.json $(BIN)/ingest
-	$(BIN)/ingest --config $(CONFIG)
+$(INGEST): $(INGEST_INPUTS) $(S)/data.json $(S)/model.json $(BIN)/ingest
+	$(BIN)/ingest $(RUN)
 
 $(PROFILE): $(INGEST) $(S)/profile.json $(BIN)/profile
-	$(BIN)/profile --config $(CONFIG)
+	$(BIN)/profile $(RUN)
 
 $(PRUNE): $(PROFILE) $(S)/prune.json $(BIN)/prune
-	$(BIN)/prune --config $(CONFIG)
+	$(BIN)/prune $(RUN)
 
 $(FINETUNE): $(PRUNE) $(S)/finetune.json $(BIN)/finetune
-	$(BIN)/finetune --config $(CONFIG)
+	$(BIN)/finetune $(RUN)
 
 $(EVALUATE): $(PRUNE) $(FINETUNE) $(S)/evaluate.json $(BIN)/evaluate
-	$(BIN)/evaluate --config $(CONFIG)
+	$(BIN)/evaluate $(RUN)
 
-$(REPORT): $(EVALUATE) $(BIN)/report
-	$(BIN)/report --config $(CONFIG)
+$(REPORT): $(EVALUATE) $(S)/work.json $(BIN)/report
+	$(BIN)/report $(RUN)
 
-synth: $(INPUTS)
+synth: $(if $(filter synth,$(DATA_MODE)),$(INPUTS))
 ingest: $(INGEST)
 profile: $(PROFILE)
 prune: $(PRUNE)
@@ -91,7 +108,7 @@ finetune: $(FINETUNE)
 evaluate: $(EVALUATE)
 report: $(REPORT)
 all: $(REPORT)
-	@echo "fineprune: reports in $(REPORTS)"
+	@echo 'fineprune: reports in $(REPORTS_DIR)'
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
 test: $(BINS)
@@ -101,8 +118,8 @@ test: $(BINS)
 bench: $(BINS)
 	$(BIN)/bench
 
-clean:
-	-@test -f target/make/$(subst /,_,$(abspath $(CONFIG))).mk && \
-	  eval "$$(sed -n 's/^\(WORK\|REPORTS\) := \(.*\)/\1=\2/p' target/make/$(subst /,_,$(abspath $(CONFIG))).mk)" && \
-	  rm -rf "$$WORK" "$$REPORTS"
-	rm -rf work reports target/make
+# Removes what the pipeline wrote for $(CONFIG) (stage files, report files, make's links),
+# never a folder that holds anything else.
+clean: $(BIN)/pipeline
+	$(BIN)/pipeline clean $(RUN)
+	rm -rf target/make/$(CONFIG_ID) target/make/$(CONFIG_ID).mk

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+# make's links and variables for each configuration used here live in target/make/<id>.
+forget() { for c in "$@"; do id=$(realpath -m -- "$c" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; done; }
+trap 'forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml"; rm -rf "$dir"' EXIT
 config="$dir/tiny.toml"
 cat > "$config" <<TOML
 [data]
@@ -28,8 +30,8 @@ steps = 4
 TOML
 
 fail() { echo "make_incremental: FAILED: $*" >&2; exit 1; }
-# The stage commands make would run now.
-planned() { make -n all CONFIG="$config" 2>/dev/null | sed -n 's|^target/release/\([a-z]*\) .*|\1|p' | grep -v '^pipeline$' | xargs; }
+# The stage commands make would run now (for $config, or the configuration given).
+planned() { make -n all CONFIG="${1:-$config}" 2>/dev/null | sed -n 's|^target/release/\([a-z]*\) .*|\1|p' | grep -v '^pipeline$' | xargs; }
 
 out=$(make all CONFIG="$config" 2>&1) || { echo "$out"; fail "make all on an empty folder"; }
 grep -q "SYNTHETIC benchmark" <<<"$out" || fail "no loud notice that the synthetic benchmark is used"
@@ -58,4 +60,46 @@ make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the statistic 
 rm "$dir/work/evaluate/summary.parquet"
 [ "$(planned)" = "evaluate report" ] || fail "after an interrupted evaluate make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after an interrupted evaluate"
+
+# A process killed while writing leaves a temporary file; the stage's next run removes it.
+touch "$dir/work/evaluate/.tmp-999999-summary.parquet"
+rm "$dir/work/evaluate/summary.parquet"
+make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after a killed evaluate"
+[ ! -e "$dir/work/evaluate/.tmp-999999-summary.parquet" ] || fail "an abandoned temporary file was kept"
+
+# Two configurations over one work folder: each run reports its own numbers, never the other's.
+other="$dir/other.toml"
+sed 's/thresholds = \[3, 6\]/thresholds = [5]/' "$config" > "$other"
+make all CONFIG="$other" >/dev/null 2>&1 || fail "make all for a second configuration"
+grep -q "^pruned,5.0," "$dir/reports/summary.csv" || fail "the second configuration's report lacks its threshold"
+[ -n "$(planned)" ] || fail "back to the first configuration, make would re-run nothing (stale numbers)"
+make all CONFIG="$config" >/dev/null 2>&1 || fail "make all back on the first configuration"
+grep -q "^pruned,3.0," "$dir/reports/summary.csv" && ! grep -q "^pruned,5.0," "$dir/reports/summary.csv" \
+  || fail "the first configuration reports the second's thresholds"
+[ -z "$(planned)" ] || fail "a repeated run would re-run: $(planned)"
+
+# Spaces and non-ASCII letters in every path, through make.
+odd="$dir/a folder/with spaces é"
+mkdir -p "$odd"
+cp "$config" "$odd/tiny.toml"
+out=$(make all CONFIG="$odd/tiny.toml" 2>&1) || { echo "$out"; fail "make all with spaces in the paths"; }
+[ -s "$odd/reports/summary.csv" ] || fail "no report under a path with spaces"
+[ -z "$(planned "$odd/tiny.toml")" ] || fail "with spaces in the paths a second run would re-run: $(planned "$odd/tiny.toml")"
+
+# make clean removes what the pipeline wrote and nothing else.
+echo "notes" > "$dir/work/prune/my notes.txt"
+echo "mine" > "$dir/reports/mine.csv"
+make clean CONFIG="$config" >/dev/null 2>&1 || fail "make clean"
+[ -f "$dir/work/prune/my notes.txt" ] && [ -f "$dir/reports/mine.csv" ] || fail "make clean removed a user's file"
+[ ! -e "$dir/work/ingest" ] && [ ! -e "$dir/reports/summary.csv" ] && [ ! -e "$dir/work/prune/sweep.parquet" ] \
+  || fail "make clean left pipeline outputs"
+[ -f "$dir/data/valid.h5" ] && [ -f "$config" ] || fail "make clean removed inputs"
+
+# A configuration whose work or report folder holds its own folder or its inputs is refused.
+bad="$dir/bad.toml"
+{ cat "$config"; printf '[work]\nreports = "."\n'; } > "$bad"
+out=$(make all CONFIG="$bad" 2>&1) && fail "reports = \".\" was accepted"
+grep -q "work.reports" <<<"$out" || fail "the refusal does not name work.reports: $out"
+out=$(make clean CONFIG="$bad" 2>&1) && fail "make clean accepted reports = \".\""
+[ -f "$bad" ] && [ -f "$dir/data/valid.h5" ] && [ -f "$dir/reports/mine.csv" ] || fail "a refused configuration lost files"
 echo "make_incremental: 1 passed, 0 failed"

@@ -95,6 +95,11 @@ pub fn init_logging() {
 pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
     keep_freed_memory();
     init_logging();
+    // Ctrl-C or a termination request: no half-written file stays behind.
+    let _ = ctrlc::set_handler(|| {
+        formats::atomic::remove_unfinished();
+        std::process::exit(130);
+    });
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -26,8 +26,10 @@ impl AtomicFile {
             .ok_or_else(|| Error::invalid(&target, "output path has no file name"))?
             .to_string_lossy()
             .into_owned();
+        remove_abandoned(&target, &name);
         // Same folder (so the rename is atomic) and same extension (some writers infer the format).
         let temp = target.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+        live().push(temp.clone());
         Ok(Self {
             target,
             temp,
@@ -49,6 +51,7 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         std::fs::rename(&self.temp, &self.target).at(&self.target)?;
         self.committed = true;
+        live().retain(|p| *p != self.temp);
         Ok(())
     }
 }
@@ -57,6 +60,48 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
+            live().retain(|p| *p != self.temp);
+        }
+    }
+}
+
+/// The temporary files being written now, for [`remove_unfinished`].
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes every temporary file still being written: for a process stopped by a signal
+/// (Ctrl-C, a timeout), which exits without running destructors.
+pub fn remove_unfinished() {
+    for p in live().drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Removes the temporary files of `target` left by processes that no longer run (killed, or
+/// stopped by Ctrl-C): they would otherwise pile up, each as large as the output.
+fn remove_abandoned(target: &Path, name: &str) {
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
+    let Ok(entries) = std::fs::read_dir(dir.unwrap_or(Path::new("."))) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(".tmp-"))
+            .and_then(|f| f.strip_suffix(name))
+            .and_then(|f| f.strip_suffix('-'))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!("removed {}, left by an interrupted run", e.path().display());
         }
     }
 }

@@ -56,7 +56,7 @@ fn one() -> f64 {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct WorkConfig {
     pub dir: PathBuf,
     pub reports: PathBuf,
@@ -67,6 +67,37 @@ impl Default for WorkConfig {
         Self {
             dir: "work".into(),
             reports: "reports".into(),
+        }
+    }
+}
+
+/// `path` absolute, with `.` and `..` folded away, and symbolic links resolved as far as
+/// the path exists: two spellings of one folder compare equal.
+pub fn normal(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    // The longest existing prefix, canonical; the rest as written.
+    let mut rest = Vec::new();
+    let mut head = out.clone();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            return rest.iter().rev().fold(real, |p: PathBuf, c| p.join(c));
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return out,
         }
     }
 }
@@ -110,6 +141,7 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         config.resolve(&base);
+        config.check_folders()?;
         let s = config.model.input_scale;
         if !(s.is_finite() && s > 0.0) {
             return Err(config_error(
@@ -118,6 +150,36 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    /// The work and report folders hold only what the pipeline writes: neither may be (or
+    /// contain) the configuration's own folder, the data or the model.
+    fn check_folders(&self) -> Result<()> {
+        let config_dir = normal(self.source.parent().unwrap_or(Path::new("")));
+        let inputs = [
+            ("the configuration's own folder", &config_dir),
+            ("data.valid", &normal(&self.data.valid)),
+            ("data.test", &normal(&self.data.test)),
+            ("data.poisoned_test", &normal(&self.data.poisoned_test)),
+            ("model.weights", &normal(&self.model.weights)),
+        ];
+        for (key, folder) in [
+            ("work.dir", &self.work.dir),
+            ("work.reports", &self.work.reports),
+        ] {
+            let folder = normal(folder);
+            if let Some((what, path)) = inputs.iter().find(|(_, p)| p.starts_with(&folder)) {
+                return Err(config_error(
+                    &self.source,
+                    format!(
+                        "{key} is {}, which holds {what} ({}); the pipeline's folders must hold only its own outputs, so give it a folder of its own",
+                        folder.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn resolve(&mut self, base: &Path) {

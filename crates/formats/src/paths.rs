@@ -103,6 +103,65 @@ pub fn finetuned_model_file(threshold: f64) -> String {
     )
 }
 
+/// The folders the stages write under the work folder (`config` holds make's stamps).
+pub const STAGE_DIRS: [&str; 6] = [
+    "config", "ingest", "profile", "prune", "finetune", "evaluate",
+];
+
+/// The files the report stage writes.
+pub const REPORT_FILES: [&str; 5] = [
+    "performance.csv",
+    "sweep.csv",
+    "summary.csv",
+    "plot.png",
+    "plot.svg",
+];
+
+/// A file a stage writes, or one of its temporary files.
+fn is_temp_of(name: &str, is_output: impl Fn(&str) -> bool) -> bool {
+    match name
+        .strip_prefix(".tmp-")
+        .and_then(|rest| rest.split_once('-'))
+    {
+        Some((pid, rest)) if pid.bytes().all(|b| b.is_ascii_digit()) => is_output(rest),
+        _ => is_output(name),
+    }
+}
+
+fn is_threshold_model(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix("_percent_threshold.safetensors"))
+        .is_some_and(|t| t.parse::<f64>().is_ok())
+}
+
+/// Whether `name` in the work folder's `stage` folder is something the pipeline writes there
+/// (what `make clean` removes).
+pub fn written_by(stage: &str, name: &str) -> bool {
+    is_temp_of(name, |name| match stage {
+        "config" => name.ends_with(".json") || name.ends_with(".sha256") || name.ends_with(".key"),
+        "ingest" => {
+            name == "model.safetensors"
+                || [Split::Valid, Split::Test, Split::PoisonedTest]
+                    .iter()
+                    .any(|s| name == format!("{s}.parquet"))
+        }
+        "profile" => name == "activations.parquet" || name == "valid_pool_3.safetensors",
+        "prune" => name == "sweep.parquet" || is_threshold_model(name, PRUNED_PREFIX),
+        "finetune" => {
+            name == "models.json"
+                || name == FINETUNED_UNPRUNED
+                || is_threshold_model(name, FINETUNED_PREFIX)
+        }
+        "evaluate" => name == "sweep.parquet" || name == "summary.parquet",
+        _ => false,
+    })
+}
+
+/// Whether `name` in the reports folder is a file the report stage writes.
+pub fn is_report_file(name: &str) -> bool {
+    is_temp_of(name, |name| REPORT_FILES.contains(&name))
+}
+
 /// Removes files named `prefix*` in `dir` that are not in `keep`: outputs of thresholds no
 /// longer asked for would mislead later stages.
 pub fn remove_stale(dir: &Path, prefix: &str, keep: &[PathBuf]) -> crate::Result<()> {

@@ -324,13 +324,8 @@ pub fn run(
         markers,
     };
 
-    let files = [
-        out_dir.join("performance.csv"),
-        out_dir.join("sweep.csv"),
-        out_dir.join("summary.csv"),
-        out_dir.join("plot.png"),
-        out_dir.join("plot.svg"),
-    ];
+    // performance.csv, sweep.csv, summary.csv, plot.png, plot.svg
+    let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
     write_performance_csv(&files[0], &performance)?;
     write_table_csv(&files[1], &sweep.to_table())?;
     plot(&data, &files[3], &files[4])?;

@@ -1,0 +1,217 @@
+//! The glue between `pipeline.toml` and make. `make-vars` runs at the start of every make
+//! invocation (it takes milliseconds): it checks the whole configuration, records in the work
+//! folder what the outputs will come from (one stamp per table, one content hash per input),
+//! and points short links under `target/make/<id>/` at the real folders and files, so make only
+//! ever sees paths without spaces, whatever the user's paths look like. `clean` removes what
+//! the pipeline wrote and nothing else.
+
+use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
+use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig};
+use formats::config::{config_error, Config};
+use formats::error::WithPath;
+use formats::paths::{self, STAGE_DIRS};
+use formats::{atomic, Result};
+use std::path::{Path, PathBuf};
+
+/// The inputs of a run, by the names make and the stamps use.
+fn inputs(cfg: &Config) -> [(&'static str, &Path); 4] {
+    [
+        ("valid", &cfg.data.valid),
+        ("test", &cfg.data.test),
+        ("poisoned_test", &cfg.data.poisoned_test),
+        ("weights", &cfg.model.weights),
+    ]
+}
+
+/// Writes `text` to `path` unless it holds exactly that already (make compares times).
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        atomic::write_bytes(path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Points `link` at `target`, replacing a link that points elsewhere.
+fn link(target: &Path, link: &Path) -> Result<()> {
+    if std::fs::read_link(link).ok().as_deref() == Some(target) {
+        return Ok(());
+    }
+    let temp = link.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(target, &temp).at(&temp)?;
+    std::fs::rename(&temp, link).at(link)
+}
+
+/// The content hash of an input, recomputed only when its size, times, inode or device
+/// changed since the last run. A replaced file always gets a new change time (ctime), which no
+/// copy tool can set, so `cp -p`, `mv`, `tar x` and `rsync -a` are all noticed; the stamp
+/// itself changes only when the content did.
+fn input_stamp(stamps: &Path, name: &str, input: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(input).at(input)?;
+    let key = format!(
+        "{} {} {}.{} {}.{} {}\n",
+        m.size(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.dev()
+    );
+    let key_path = stamps.join(format!("input-{name}.key"));
+    let id_path = stamps.join(format!("input-{name}.sha256"));
+    if std::fs::read_to_string(&key_path).ok().as_deref() == Some(key.as_str()) && id_path.exists()
+    {
+        return Ok(());
+    }
+    tracing::info!("hashing {}", input.display());
+    let hash = formats::weights::sha256_file(input)? + "\n";
+    write_if_changed(&id_path, &hash)?;
+    atomic::write_bytes(&key_path, key.as_bytes())
+}
+
+/// `user` when every input file exists and none was made by `synth`; `synth` when none exists
+/// or all that exist are synthetic (they are then remade as the `[synth]` table says). A mix
+/// is an error: real and synthetic data must never be combined.
+pub fn data_mode(cfg: &Config) -> Result<&'static str> {
+    let files = inputs(cfg);
+    let synthetic = files.iter().filter(|(_, p)| is_synthetic(p)).count();
+    let present = files.iter().filter(|(_, p)| p.exists()).count();
+    if present == synthetic {
+        return Ok("synth");
+    }
+    let missing: Vec<String> = files
+        .iter()
+        .filter(|(_, p)| !p.exists())
+        .map(|(_, p)| p.display().to_string())
+        .collect();
+    if missing.is_empty() && synthetic == 0 {
+        return Ok("user");
+    }
+    Err(config_error(
+        &cfg.source,
+        if synthetic > 0 {
+            "some input files were made by synth and others were not: real and synthetic data cannot be mixed".into()
+        } else {
+            format!(
+                "some input files exist but these are missing: {} (provide all of them, or none to use the built-in synthetic benchmark)",
+                missing.join(", ")
+            )
+        },
+    ))
+}
+
+/// A value make reads literally (`$` is make's only special character in a variable's value).
+fn make_literal(p: &Path) -> String {
+    p.display().to_string().replace('$', "$$")
+}
+
+/// Checks `config`, refreshes the stamps in its work folder and the links beside `out`, and
+/// writes the make variables to `out` (always, so make sees it as newer than this binary).
+pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
+    let cfg = Config::load(config)?;
+    let mode = data_mode(&cfg)?;
+    let stamps = cfg.work.dir.join("config");
+    std::fs::create_dir_all(&stamps).at(&stamps)?;
+    std::fs::create_dir_all(&cfg.work.reports).at(&cfg.work.reports)?;
+    // Every table is read and checked here, before any stage starts work.
+    let tables = [
+        ("data", cfg.common_json("data").unwrap_or_default()),
+        ("model", cfg.common_json("model").unwrap_or_default()),
+        ("work", cfg.common_json("work").unwrap_or_default()),
+        ("synth", cfg.table_json::<SynthConfig>()?),
+        ("profile", cfg.table_json::<ProfileConfig>()?),
+        ("prune", cfg.table_json::<PruneConfig>()?),
+        ("finetune", cfg.table_json::<FinetuneConfig>()?),
+        ("evaluate", cfg.table_json::<EvaluateConfig>()?),
+    ];
+    for (table, json) in tables {
+        write_if_changed(&stamps.join(format!("{table}.json")), &(json + "\n"))?;
+    }
+    if mode == "user" {
+        for (name, path) in inputs(&cfg) {
+            input_stamp(&stamps, name, path)?;
+        }
+    }
+
+    let links = out.with_extension("");
+    std::fs::create_dir_all(links.join("in")).at(&links)?;
+    let abs = |p: &Path| std::path::absolute(p).at(p);
+    link(&abs(&cfg.work.dir)?, &links.join("work"))?;
+    link(&abs(&cfg.work.reports)?, &links.join("reports"))?;
+    for (name, path) in inputs(&cfg) {
+        link(&abs(path)?, &links.join("in").join(name))?;
+    }
+    let l = links.display();
+    let mut text = format!(
+        "# Generated by `pipeline make-vars` from {}; do not edit.\n",
+        make_literal(config)
+    );
+    text += &format!("L := {l}\nWORK := {l}/work\nREPORTS := {l}/reports\n");
+    text += &format!(
+        "REPORTS_DIR := {}\n",
+        make_literal(&abs(&cfg.work.reports)?)
+    );
+    text += &format!(
+        "INPUTS := {0}/in/valid {0}/in/test {0}/in/poisoned_test {0}/in/weights\n",
+        l
+    );
+    text += &format!(
+        "INPUT_STAMPS := {0}/work/config/input-valid.sha256 {0}/work/config/input-test.sha256 {0}/work/config/input-poisoned_test.sha256 {0}/work/config/input-weights.sha256\n",
+        l
+    );
+    text += &format!(
+        "DATA_POISONED_VALID := {}\n",
+        make_literal(&abs(&poisoned_valid_path(&cfg.data.valid))?)
+    );
+    text += &format!("DATA_MODE := {mode}\n");
+    atomic::write_bytes(out, text.as_bytes())
+}
+
+/// What [`clean`] did.
+#[derive(Debug, Default)]
+pub struct Cleaned {
+    pub removed: Vec<PathBuf>,
+    /// Folders left in place because they hold files the pipeline did not write.
+    pub kept: Vec<PathBuf>,
+}
+
+/// Removes the files `is_ours` names in `dir`, then `dir` itself if that left it empty.
+fn clean_dir(dir: &Path, is_ours: &dyn Fn(&str) -> bool, done: &mut Cleaned) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file && is_ours(&name) {
+            std::fs::remove_file(e.path()).at(&e.path())?;
+            done.removed.push(e.path());
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => done.removed.push(dir.to_path_buf()),
+        Err(_) => done.kept.push(dir.to_path_buf()),
+    }
+    Ok(())
+}
+
+/// Removes what the pipeline writes for `config`: each stage folder's own files under the work
+/// folder, the named report files, and each folder that is empty afterwards. Anything else,
+/// and every folder holding it, stays.
+pub fn clean(config: &Path) -> Result<Cleaned> {
+    let cfg = Config::load(config)?;
+    let mut done = Cleaned::default();
+    for stage in STAGE_DIRS {
+        clean_dir(
+            &cfg.work.dir.join(stage),
+            &|name| paths::written_by(stage, name),
+            &mut done,
+        )?;
+    }
+    clean_dir(&cfg.work.dir, &|_| false, &mut done)?;
+    clean_dir(&cfg.work.reports, &paths::is_report_file, &mut done)?;
+    done.kept.retain(|d| d.exists());
+    Ok(done)
+}
