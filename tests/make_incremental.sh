@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
 # make's links and variables for each configuration used here live in target/make/<id>.
 forget() { for c in "$@"; do id=$(realpath -m -- "$c" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; done; }
-trap 'forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml"; rm -rf "$dir"' EXIT
+trap 'forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml" "$dir/user/p.toml"; rm -rf "$dir"' EXIT
 config="$dir/tiny.toml"
 cat > "$config" <<TOML
 [data]
@@ -85,6 +85,24 @@ cp "$config" "$odd/tiny.toml"
 out=$(make all CONFIG="$odd/tiny.toml" 2>&1) || { echo "$out"; fail "make all with spaces in the paths"; }
 [ -s "$odd/reports/summary.csv" ] || fail "no report under a path with spaces"
 [ -z "$(planned "$odd/tiny.toml")" ] || fail "with spaces in the paths a second run would re-run: $(planned "$odd/tiny.toml")"
+
+# A replaced input re-runs what depends on it, whatever its modification time (cp -p keeps
+# the old one); an input touched without a change re-runs nothing.
+fixtures=${FINEPRUNE_FIXTURES:-../shared/fixtures}
+if [ -f "$fixtures/deepid/bd_weights.h5" ]; then
+  user="$dir/user"
+  mkdir -p "$user/data"
+  cp "$fixtures"/deepid/sweep/{valid,test,bd_test}.h5 "$fixtures/deepid/bd_weights.h5" "$user/data/"
+  printf '[data]\nvalid = "data/valid.h5"\ntest = "data/test.h5"\npoisoned_test = "data/bd_test.h5"\n[model]\nweights = "data/bd_weights.h5"\n[finetune]\nsteps = 2\nunpruned = false\n' > "$user/p.toml"
+  make all CONFIG="$user/p.toml" >/dev/null 2>&1 || fail "make all on user data"
+  touch "$user/data/valid.h5"
+  [ -z "$(planned "$user/p.toml")" ] || fail "a touched but unchanged input re-runs: $(planned "$user/p.toml")"
+  cp -p "$user/data/test.h5" "$user/data/valid.h5"
+  [ "$(planned "$user/p.toml")" = "ingest profile prune finetune evaluate report" ] \
+    || fail "a replaced input (cp -p) would re-run: $(planned "$user/p.toml")"
+else
+  echo "make_incremental: skipped the replaced-input case: reference fixtures not found at $fixtures (set FINEPRUNE_FIXTURES=<folder> to run it)"
+fi
 
 # make clean removes what the pipeline wrote and nothing else.
 echo "notes" > "$dir/work/prune/my notes.txt"
