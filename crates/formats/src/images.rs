@@ -3,6 +3,7 @@
 //! triggered data that keeps the identity behind each image, `true_label` (Int32). The image
 //! shape is in the key-value metadata (`image_shape`).
 
+use crate::checksum;
 use crate::csaw::{Batch, IMAGE_LEN};
 use crate::error::{Error, Result, WithPath};
 use arrow::array::{
@@ -126,7 +127,7 @@ fn schema(pixel: PixelType, true_labels: bool, source: &str) -> Arc<Schema> {
 
 /// Streams batches into a Parquet file at a temporary path.
 pub struct ImageWriter {
-    writer: ArrowWriter<std::io::BufWriter<File>>,
+    writer: ArrowWriter<checksum::Summed<std::io::BufWriter<File>>>,
     schema: Arc<Schema>,
     pixel: PixelType,
     path: PathBuf,
@@ -155,7 +156,8 @@ impl ImageWriter {
         }
         .build();
         let path = out.temp_path().to_path_buf();
-        let writer = ArrowWriter::try_new(out.create()?, schema.clone(), Some(props)).at(&path)?;
+        let sink = checksum::Summed::new(out.create()?);
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props)).at(&path)?;
         Ok(Self {
             writer,
             schema,
@@ -188,8 +190,7 @@ impl ImageWriter {
     }
 
     pub fn finish(self) -> Result<()> {
-        let mut inner = self.writer.into_inner().at(&self.path)?;
-        std::io::Write::flush(&mut inner).at(&self.path)
+        checksum::finish(self.writer, &self.path)
     }
 }
 
@@ -205,6 +206,7 @@ impl ImageReader {
     pub fn open(path: &Path, batch_size: usize) -> Result<Self> {
         let file = File::open(path).at(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+        checksum::verify(path, builder.metadata())?;
         let schema = builder.schema().clone();
         if let Some(shape) = schema.metadata().get(SHAPE_KEY) {
             let want = serde_json::to_string(&INPUT_SHAPE).expect("shape");

@@ -4,6 +4,7 @@
 //! that appears whole or not at all ([`atomic`]). Every error names the file it is about.
 
 pub mod atomic;
+pub mod checksum;
 pub mod config;
 pub mod csaw;
 pub mod error;

@@ -2,6 +2,7 @@
 //! columns out, written atomically with key-value metadata.
 
 use crate::atomic::AtomicFile;
+use crate::checksum;
 use crate::error::{Error, Result, WithPath};
 use arrow::array::{Array, ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -92,11 +93,10 @@ impl Table {
         let out = AtomicFile::new(path)?;
         let temp = out.temp_path().to_path_buf();
         let batch = RecordBatch::try_new(schema.clone(), arrays).at(&temp)?;
-        let mut writer = ArrowWriter::try_new(out.create()?, schema, None).at(&temp)?;
+        let mut writer =
+            ArrowWriter::try_new(checksum::Summed::new(out.create()?), schema, None).at(&temp)?;
         writer.write(&batch).at(&temp)?;
-        let mut inner = writer.into_inner().at(&temp)?;
-        std::io::Write::flush(&mut inner).at(&temp)?;
-        drop(inner);
+        checksum::finish(writer, &temp)?;
         out.commit()
     }
 
@@ -104,6 +104,7 @@ impl Table {
     pub fn read(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).at(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
+        checksum::verify(path, builder.metadata())?;
         let schema = builder.schema().clone();
         let batches = builder
             .build()
