@@ -144,6 +144,26 @@ fn label_count_differs() {
 }
 
 #[test]
+fn pixels_outside_0_255() {
+    if missing_fixtures() {
+        return;
+    }
+    for bad in [300.0, -1.0] {
+        expect_ingest_error(
+            |p| {
+                write_h5(
+                    p,
+                    &[N, 3, 55, 47],
+                    |i| if i == 9000 { bad } else { pixel(i) },
+                    good_labels(),
+                )
+            },
+            &["0..255", &format!("{bad}")],
+        );
+    }
+}
+
+#[test]
 fn non_finite_pixels() {
     if missing_fixtures() {
         return;

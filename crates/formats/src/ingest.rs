@@ -3,7 +3,7 @@
 
 use crate::atomic::AtomicFile;
 use crate::csaw::CsawFile;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::images::{self, ImageWriter, PixelType, Pixels};
 use crate::paths::Split;
 use crate::weights::ModelFile;
@@ -72,6 +72,17 @@ pub fn ingest_dataset(
             let batch = src.read(start, BATCH, classes)?;
             let n = batch.len();
             let scan = images::scan(&batch.pixels);
+            if scan.min < 0.0 || scan.max > 255.0 {
+                return Err(Error::invalid(
+                    input,
+                    format!(
+                        "pixel values in images {start}..{} reach {}..{}; images are RGB in 0..255 (the network's own scaling is [model] input_scale)",
+                        start + n,
+                        scan.min,
+                        scan.max
+                    ),
+                ));
+            }
             min = min.min(scan.min);
             max = max.max(scan.max);
             let pixels = match (pixel, scan.bytes) {
