@@ -23,16 +23,24 @@ fn damage(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A work folder with ingest and profile done on the reference fixtures, and its config.
+fn profiled_work() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_config(dir.path(), "");
+    let c = config.to_str().unwrap().to_string();
+    for stage in ["ingest", "profile"] {
+        run_ok(stage, &["--config", &c]);
+    }
+    (dir, c)
+}
+
 #[test]
 fn damaged_parquet_is_refused() {
     if missing_fixtures() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = sweep_config(dir.path(), "");
-    let c = config.to_str().unwrap();
-    run_ok("ingest", &["--config", c]);
-    run_ok("profile", &["--config", c]);
+    let (dir, config) = profiled_work();
+    let c = config.as_str();
     let work = dir.path().join("work");
     for (file, stage) in [
         ("ingest/valid.parquet", "profile"),
@@ -71,11 +79,8 @@ fn parquet_of_every_common_codec_reads_alike() {
     if missing_fixtures() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = sweep_config(dir.path(), "");
-    let c = config.to_str().unwrap();
-    run_ok("ingest", &["--config", c]);
-    run_ok("profile", &["--config", c]);
+    let (dir, config) = profiled_work();
+    let c = config.as_str();
     let want = Table::read(&dir.path().join("work/profile/activations.parquet")).unwrap();
     let valid = dir.path().join("work/ingest/valid.parquet");
     for (name, codec) in [
