@@ -29,6 +29,10 @@ $(SETUP):
 	    echo "error: missing system packages: $$missing (install them, e.g. sudo apt-get install $$missing)" >&2; exit 1; \
 	  fi; \
 	fi
+	@v=$$(pkg-config --modversion hdf5 2>/dev/null); \
+	if [ -n "$$v" ] && [ "$$(printf '%s\n' 1.10.5 "$$v" | sort -V | head -1)" != 1.10.5 ]; then \
+	  echo "error: HDF5 $$v found; fineprune needs HDF5 1.10.5 or newer (libhdf5-dev)" >&2; exit 1; \
+	fi
 	@mkdir -p $(dir $@) && touch $@
 
 $(BINS) &: $(SOURCES) | $(SETUP)

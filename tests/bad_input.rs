@@ -218,6 +218,63 @@ fn empty_dataset() {
     );
 }
 
+#[test]
+fn images_claimed_but_not_stored() {
+    if missing_fixtures() {
+        return;
+    }
+    // A file of a few KB that declares ten million images (contiguous, never written).
+    expect_ingest_error(
+        |p| {
+            let f = hdf5::File::create(p).unwrap();
+            let n = 10_000_000;
+            f.new_dataset::<f32>().shape([n, 3, 55, 47]).create("data").unwrap();
+            f.new_dataset::<f64>().shape([n]).create("label").unwrap();
+            f.close().unwrap();
+        },
+        &["`data` claims 10000000 images", "bytes"],
+    );
+    // Chunked, one image per chunk, only the first two images written.
+    expect_ingest_error(
+        |p| {
+            let f = hdf5::File::create(p).unwrap();
+            let data = f
+                .new_dataset::<f32>()
+                .shape([N, 3, 55, 47])
+                .chunk([1, 3, 55, 47])
+                .deflate(1)
+                .create("data")
+                .unwrap();
+            let two = ndarray::Array4::<f32>::from_elem((2, 3, 55, 47), 9.0);
+            data.write_slice(&two, ndarray::s![0..2, .., .., ..]).unwrap();
+            f.new_dataset_builder()
+                .with_data(&good_labels().unwrap())
+                .create("label")
+                .unwrap();
+            f.close().unwrap();
+        },
+        &["`data` claims 4 images", "2 of its 4 chunks"],
+    );
+}
+
+#[test]
+fn validation_set_too_small_for_the_holdout_fails_at_ingest() {
+    if missing_fixtures() {
+        return;
+    }
+    let one = |p: &Path| write_h5(p, &[1, 3, 55, 47], pixel, Some(vec![5.0]));
+    expect_ingest_error(one, &["1 validation image", "needs at least 2"]);
+    // Without a hold-out one image is enough to fine-tune on.
+    let dir = tempfile::tempdir().unwrap();
+    let valid = dir.path().join("valid.h5");
+    one(&valid);
+    let config = with_valid(dir.path(), &valid);
+    let text = std::fs::read_to_string(&config).unwrap() + "[finetune]\nholdout = 0.0\n";
+    std::fs::write(&config, text).unwrap();
+    let o = run("ingest", &["--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// Copies the real weights file, changing it with `edit`.
 fn broken_weights(edit: impl FnOnce(&hdf5::File)) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -108,6 +108,16 @@ impl FinetuneConfig {
             .collect()
     }
 
+    /// The fewest validation images fine-tuning can use: one to train on, plus one held out
+    /// when `holdout` > 0.
+    pub fn min_valid_images(&self) -> usize {
+        if self.holdout > 0.0 {
+            2
+        } else {
+            1
+        }
+    }
+
     /// The training recipe this table describes.
     pub fn recipe(&self) -> Recipe {
         Recipe {

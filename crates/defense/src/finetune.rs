@@ -86,10 +86,15 @@ pub fn run(
         labels: valid.labels.iter().map(|&l| l as u32).collect(),
         pixels: valid.pixels,
     };
-    if data.len() < 2 {
+    if data.len() < ft.min_valid_images() {
         return Err(Error::invalid(
             &files.valid,
-            "fine-tuning needs at least 2 validation images",
+            format!(
+                "{} validation image(s); fine-tuning with hold-out {} needs at least {}",
+                data.len(),
+                ft.holdout,
+                ft.min_valid_images()
+            ),
         ));
     }
     let (train_set, holdout) = data.split(ft.holdout, ft.seed);

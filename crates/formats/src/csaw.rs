@@ -83,6 +83,11 @@ impl CsawFile {
         if len == 0 {
             return Err(Error::invalid(path, "the dataset is empty (0 images)"));
         }
+        check_stored(path, "data", &data, len)?;
+        check_stored(path, "label", &label, len)?;
+        if let Some(t) = &true_label {
+            check_stored(path, "true_label", t, len)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             data,
@@ -175,6 +180,40 @@ fn label_value(path: &Path, name: &str, index: usize, v: f64, classes: usize) ->
         ));
     }
     Ok(v as i32)
+}
+
+/// Refuses a dataset whose storage was never (fully) written: HDF5 would read the missing part
+/// as fill values, so a tiny file claiming millions of images would otherwise be converted at
+/// full size. Chunked data must have every chunk stored (compressed chunks may be any size);
+/// contiguous data must have all its bytes.
+fn check_stored(path: &Path, name: &str, ds: &hdf5::Dataset, len: usize) -> Result<()> {
+    let shape = ds.shape();
+    let missing = match ds.chunk() {
+        Some(chunk) => {
+            let needed: usize = shape
+                .iter()
+                .zip(&chunk)
+                .map(|(&n, &c)| n.div_ceil(c.max(1)))
+                .product();
+            let stored = ds.num_chunks().unwrap_or(0);
+            (stored < needed).then(|| format!("{stored} of its {needed} chunks"))
+        }
+        None => {
+            let needed = shape.iter().product::<usize>() as u64 * ds.dtype().at(path)?.size() as u64;
+            let stored = ds.storage_size();
+            (stored < needed).then(|| format!("{stored} of its {needed} bytes"))
+        }
+    };
+    match missing {
+        Some(what) => Err(Error::invalid(
+            path,
+            format!(
+                "`{name}` claims {len} images but stores only {what} (the file was not fully \
+                 written)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn check_image_shape(path: &Path, shape: &[usize]) -> Result<()> {

@@ -46,17 +46,17 @@ impl DatasetSummary {
     }
 }
 
-/// Converts one CSAW file; labels must be below `classes`. The output is returned
+/// Converts one opened CSAW file; labels must be below `classes`. The output is returned
 /// uncommitted, so a stage converting several files can publish all of them or none. Pixels are stored as UInt8 unless some pixel is not an integer in 0..255, in which
 /// case the file is written again as Float32 so nothing is lost.
 pub fn ingest_dataset(
-    input: &Path,
+    src: &CsawFile,
     output: &Path,
     classes: usize,
     on_batch: &dyn Fn(usize),
 ) -> Result<(DatasetSummary, AtomicFile)> {
     let start = Instant::now();
-    let src = CsawFile::open(input)?;
+    let input = src.path();
     let out = AtomicFile::new(output)?;
     let source = input
         .file_name()
@@ -128,6 +128,9 @@ pub struct IngestFiles {
     /// The Keras weights of B.
     pub weights: PathBuf,
     pub input_scale: f64,
+    /// The fewest validation images the configured defense can use (fine-tuning holds some
+    /// out), checked before anything is written.
+    pub min_valid_images: usize,
     pub output_dir: PathBuf,
 }
 
@@ -152,15 +155,32 @@ pub struct IngestSummary {
 pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary> {
     let weights = crate::keras::import(&files.weights, files.input_scale)?;
     let classes = weights.classes();
+    let sources = files
+        .datasets
+        .iter()
+        .map(|(split, input)| Ok((*split, CsawFile::open(input)?)))
+        .collect::<Result<Vec<_>>>()?;
+    for (split, src) in &sources {
+        if *split == Split::Valid && src.len() < files.min_valid_images {
+            return Err(Error::invalid(
+                src.path(),
+                format!(
+                    "{} validation image(s); fine-tuning with the configured hold-out needs at \
+                     least {}",
+                    src.len(),
+                    files.min_valid_images
+                ),
+            ));
+        }
+    }
     progress.start("ingest", 0);
     let (datasets, outputs): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
-        let jobs: Vec<_> = files
-            .datasets
+        let jobs: Vec<_> = sources
             .iter()
-            .map(|(split, input)| {
+            .map(|(split, src)| {
                 let output = files.output_dir.join(format!("{split}.parquet"));
                 scope.spawn(move || {
-                    ingest_dataset(input, &output, classes, &|n| progress.advance(n as u64))
+                    ingest_dataset(src, &output, classes, &|n| progress.advance(n as u64))
                 })
             })
             .collect();

@@ -4,6 +4,7 @@
 use clap::Parser;
 use cli::progress::Bars;
 use cli::CommonArgs;
+use defense::config::FinetuneConfig;
 use formats::ingest::{run, IngestFiles};
 use formats::paths::Split;
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ cli::use_allocator!();
 fn main() -> std::process::ExitCode {
     cli::stage("ingest", |args: Args, config, work| {
         let t = Instant::now();
+        let min_valid_images = config.table::<FinetuneConfig>()?.min_valid_images();
         let data = config.data;
         let files = IngestFiles {
             datasets: [
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
             ],
             weights: args.weights.unwrap_or(config.model.weights),
             input_scale: config.model.input_scale,
+            min_valid_images,
             output_dir: args.output_dir.unwrap_or_else(|| work.stage("ingest")),
         };
         let s = run(&files, &Bars::new())?;
