@@ -118,6 +118,7 @@ all: $(REPORT)
 test: $(BINS)
 	$(CARGO) test --release --locked --workspace
 	bash tests/make_incremental.sh
+	bash tests/make_kill.sh
 
 bench: $(BINS)
 	$(BIN)/bench

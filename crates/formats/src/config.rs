@@ -255,3 +255,40 @@ pub fn check_rate(key: &str, v: f64) -> std::result::Result<(), String> {
         Err(format!("{key} must be a positive number, got {v}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATA: &str = "[data]\nvalid = \"d/v.h5\"\ntest = \"d/t.h5\"\npoisoned_test = \"d/p.h5\"\n";
+
+    /// Parses `/x/p.toml` with the data above, model weights `weights` and the `[work]` lines.
+    fn parse(weights: &str, work: &str) -> Result<Config> {
+        let text = format!("{DATA}[model]\nweights = {weights:?}\n[work]\n{work}");
+        Config::parse(&text, Path::new("/x/p.toml"))
+    }
+
+    #[test]
+    fn a_partial_work_table_keeps_the_other_default() {
+        let c = parse("m.h5", "dir = \"w\"\n").unwrap();
+        assert_eq!(c.work.dir, Path::new("/x/w"));
+        assert_eq!(c.work.reports, Path::new("/x/reports"));
+        let c = parse("m.h5", "reports = \"r\"\n").unwrap();
+        assert_eq!(c.work.dir, Path::new("/x/work"));
+        assert_eq!(c.work.reports, Path::new("/x/r"));
+    }
+
+    #[test]
+    fn folders_holding_inputs_are_refused() {
+        for (weights, work, key) in [
+            ("m.h5", "reports = \".\"", "work.reports"),
+            ("m.h5", "dir = \"..\"", "work.dir"),
+            ("m.h5", "dir = \"d\"", "work.dir"),
+            ("r/m.h5", "reports = \"r\"", "work.reports"),
+        ] {
+            let e = parse(weights, work).unwrap_err().to_string();
+            assert!(e.contains("/x/p.toml") && e.contains(key), "{work:?}: {e}");
+        }
+        assert!(parse("m.h5", "dir = \"d/w\"").is_ok(), "a folder beside the data is fine");
+    }
+}
