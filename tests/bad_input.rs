@@ -228,7 +228,10 @@ fn images_claimed_but_not_stored() {
         |p| {
             let f = hdf5::File::create(p).unwrap();
             let n = 10_000_000;
-            f.new_dataset::<f32>().shape([n, 3, 55, 47]).create("data").unwrap();
+            f.new_dataset::<f32>()
+                .shape([n, 3, 55, 47])
+                .create("data")
+                .unwrap();
             f.new_dataset::<f64>().shape([n]).create("label").unwrap();
             f.close().unwrap();
         },
@@ -246,7 +249,8 @@ fn images_claimed_but_not_stored() {
                 .create("data")
                 .unwrap();
             let two = ndarray::Array4::<f32>::from_elem((2, 3, 55, 47), 9.0);
-            data.write_slice(&two, ndarray::s![0..2, .., .., ..]).unwrap();
+            data.write_slice(&two, ndarray::s![0..2, .., .., ..])
+                .unwrap();
             f.new_dataset_builder()
                 .with_data(&good_labels().unwrap())
                 .create("label")

@@ -260,7 +260,8 @@ pub fn check_rate(key: &str, v: f64) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
-    const DATA: &str = "[data]\nvalid = \"d/v.h5\"\ntest = \"d/t.h5\"\npoisoned_test = \"d/p.h5\"\n";
+    const DATA: &str =
+        "[data]\nvalid = \"d/v.h5\"\ntest = \"d/t.h5\"\npoisoned_test = \"d/p.h5\"\n";
 
     /// Parses `/x/p.toml` with the data above, model weights `weights` and the `[work]` lines.
     fn parse(weights: &str, work: &str) -> Result<Config> {
@@ -289,6 +290,9 @@ mod tests {
             let e = parse(weights, work).unwrap_err().to_string();
             assert!(e.contains("/x/p.toml") && e.contains(key), "{work:?}: {e}");
         }
-        assert!(parse("m.h5", "dir = \"d/w\"").is_ok(), "a folder beside the data is fine");
+        assert!(
+            parse("m.h5", "dir = \"d/w\"").is_ok(),
+            "a folder beside the data is fine"
+        );
     }
 }

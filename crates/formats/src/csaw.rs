@@ -187,9 +187,11 @@ fn label_value(path: &Path, name: &str, index: usize, v: f64, classes: usize) ->
 /// full size. Chunked data must have every chunk stored (compressed chunks may be any size);
 /// contiguous data must have all its bytes.
 fn check_stored(path: &Path, name: &str, ds: &hdf5::Dataset, len: usize) -> Result<()> {
+    use hdf5::dataset::Layout;
     let shape = ds.shape();
-    let missing = match ds.chunk() {
-        Some(chunk) => {
+    let dcpl = ds.dcpl().at(path)?;
+    let missing = match (dcpl.layout(), dcpl.chunk()) {
+        (Layout::Chunked, Some(chunk)) => {
             let needed: usize = shape
                 .iter()
                 .zip(&chunk)
@@ -198,11 +200,14 @@ fn check_stored(path: &Path, name: &str, ds: &hdf5::Dataset, len: usize) -> Resu
             let stored = ds.num_chunks().unwrap_or(0);
             (stored < needed).then(|| format!("{stored} of its {needed} chunks"))
         }
-        None => {
-            let needed = shape.iter().product::<usize>() as u64 * ds.dtype().at(path)?.size() as u64;
+        // Data in external raw files or other datasets (virtual) is not in this file's storage.
+        (Layout::Contiguous, _) if dcpl.external().is_empty() => {
+            let element = ds.dtype().at(path)?.size() as u64;
+            let needed = shape.iter().product::<usize>() as u64 * element;
             let stored = ds.storage_size();
             (stored < needed).then(|| format!("{stored} of its {needed} bytes"))
         }
+        _ => None,
     };
     match missing {
         Some(what) => Err(Error::invalid(
