@@ -71,10 +71,10 @@ make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after a killed evalu
 other="$dir/other.toml"
 sed 's/thresholds = \[3, 6\]/thresholds = [5]/' "$config" > "$other"
 make all CONFIG="$other" >/dev/null 2>&1 || fail "make all for a second configuration"
-grep -q "^pruned,5.0," "$dir/reports/summary.csv" || fail "the second configuration's report lacks its threshold"
+grep -q "^pruned,5.00," "$dir/reports/summary.csv" || fail "the second configuration's report lacks its threshold"
 [ -n "$(planned)" ] || fail "back to the first configuration, make would re-run nothing (stale numbers)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all back on the first configuration"
-grep -q "^pruned,3.0," "$dir/reports/summary.csv" && ! grep -q "^pruned,5.0," "$dir/reports/summary.csv" \
+grep -q "^pruned,3.00," "$dir/reports/summary.csv" && ! grep -q "^pruned,5.00," "$dir/reports/summary.csv" \
   || fail "the first configuration reports the second's thresholds"
 [ -z "$(planned)" ] || fail "a repeated run would re-run: $(planned)"
 

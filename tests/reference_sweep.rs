@@ -64,7 +64,7 @@ fn pipeline_reproduces_the_reference_sweep() {
     let reached: BTreeMap<String, String> = summary
         .iter()
         .filter(|r| r[0] == "pruned")
-        .map(|r| (r[1].trim_end_matches(".0").to_string(), r[2].clone()))
+        .map(|r| (r[1].parse::<f64>().unwrap().to_string(), r[2].clone()))
         .collect();
     for (t, k) in thresholds["channels_pruned_at_threshold"]
         .as_object()

@@ -134,7 +134,7 @@ pub fn run(
     let keep: Vec<PathBuf> = jobs.iter().flat_map(|j| j.outputs.clone()).collect();
     paths::remove_stale(out_dir, paths::FINETUNED_PREFIX, &keep)?;
     if !ft.unpruned {
-        paths::remove_stale(out_dir, paths::FINETUNED_UNPRUNED, &[])?;
+        paths::remove_stale(out_dir, paths::FINETUNED_UNPRUNED_STEM, &[])?;
     }
 
     let settings = serde_json::to_string(ft).expect("settings serialize");
@@ -204,7 +204,7 @@ pub fn run(
                 threshold_percent: *threshold,
                 backdoored: backdoored_fingerprint.clone(),
             });
-            tuned.save(out)?;
+            formats::keras::save_with_keras(&tuned, out)?;
         }
         trained.push(Trained {
             name,

@@ -2,8 +2,8 @@
 //! networks: rank conv_3's channels by mean activation on clean data ([`profile`]), prune
 //! them in that order while measuring accuracy ([`sweep`]), fine-tune the pruned networks
 //! ([`config::FinetuneConfig`]), and score every network kind, including the repaired
-//! ensemble G ([`evaluate`], [`metrics`]). [`formats::paths`] is the file contract between
-//! the stages.
+//! ensemble G ([`evaluate`], [`metrics`]); [`predict`] deploys B and G on new images.
+//! [`formats::paths`] is the file contract between the stages.
 
 pub mod config;
 pub mod evaluate;
@@ -11,6 +11,7 @@ pub mod features;
 pub mod finetune;
 pub mod metrics;
 pub mod models;
+pub mod predict;
 pub mod profile;
 pub mod prune;
 pub mod results;

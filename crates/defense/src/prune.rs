@@ -122,7 +122,7 @@ pub fn run(
             backdoored: fingerprint.clone(),
         });
         let path = model_path(hit.threshold_percent);
-        pruned.save(&path)?;
+        formats::keras::save_with_keras(&pruned, &path)?;
         models.push(PrunedModel {
             threshold_percent: hit.threshold_percent,
             channels_pruned: k,

@@ -44,8 +44,22 @@ impl<W: Write> Write for Summed<W> {
 }
 
 /// Writes the last row group, records the checksum of all data written so far in the
-/// footer, writes the footer and flushes.
-pub fn finish<W: Write + Send>(mut writer: ArrowWriter<Summed<W>>, path: &Path) -> Result<()> {
+/// footer, writes the footer and flushes. The schema's metadata also becomes footer key-value
+/// entries, sorted by key: Arrow keeps it only inside its serialized schema, where Parquet
+/// tools (`pyarrow.parquet.read_metadata`, polars, DuckDB) do not look.
+pub fn finish<W: Write + Send>(
+    mut writer: ArrowWriter<Summed<W>>,
+    schema: &arrow::datatypes::Schema,
+    path: &Path,
+) -> Result<()> {
+    let entries: std::collections::BTreeMap<_, _> = schema
+        .metadata()
+        .iter()
+        .filter(|(k, _)| *k != KEY)
+        .collect();
+    for (key, value) in entries {
+        writer.append_key_value_metadata(KeyValue::new(key.clone(), value.clone()));
+    }
     writer.flush().at(path)?;
     writer.sync().at(path)?;
     let sink = writer.inner();

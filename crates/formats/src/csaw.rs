@@ -14,7 +14,8 @@ pub use model::geometry::IMAGE_LEN;
 pub struct CsawFile {
     path: PathBuf,
     data: hdf5::Dataset,
-    label: hdf5::Dataset,
+    /// Absent only in files opened with [`CsawFile::open_images`].
+    label: Option<hdf5::Dataset>,
     true_label: Option<hdf5::Dataset>,
     len: usize,
 }
@@ -23,22 +24,33 @@ pub struct CsawFile {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     pub pixels: Vec<f32>,
+    /// One per image, or empty for a file without labels.
     pub labels: Vec<i32>,
     pub true_labels: Option<Vec<i32>>,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.pixels.len() / IMAGE_LEN
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.pixels.is_empty()
     }
 }
 
 impl CsawFile {
+    /// Opens a labelled dataset.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens images to classify: `label` may be absent.
+    pub fn open_images(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, labelled: bool) -> Result<Self> {
         crate::keras::check_signature(path)?;
         let file = hdf5::File::open(path).at(path)?;
         let dataset = |name: &str| {
@@ -46,7 +58,10 @@ impl CsawFile {
                 .map_err(|_| Error::invalid(path, format!("no `{name}` dataset")))
         };
         let data = dataset("data")?;
-        let label = dataset("label")?;
+        let label = match dataset("label") {
+            Err(_) if !labelled => None,
+            label => Some(label?),
+        };
         let shape = data.shape();
         check_image_shape(path, &shape)?;
         if !matches!(
@@ -75,7 +90,9 @@ impl CsawFile {
             }
             Ok(())
         };
-        check_labels("label", &label)?;
+        if let Some(l) = &label {
+            check_labels("label", l)?;
+        }
         let true_label = file.dataset("true_label").ok();
         if let Some(t) = &true_label {
             check_labels("true_label", t)?;
@@ -84,9 +101,10 @@ impl CsawFile {
             return Err(Error::invalid(path, "the dataset is empty (0 images)"));
         }
         check_stored(path, "data", &data, len)?;
-        check_stored(path, "label", &label, len)?;
-        if let Some(t) = &true_label {
-            check_stored(path, "true_label", t, len)?;
+        for (name, ds) in [("label", &label), ("true_label", &true_label)] {
+            if let Some(ds) = ds {
+                check_stored(path, name, ds, len)?;
+            }
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -107,6 +125,10 @@ impl CsawFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn has_labels(&self) -> bool {
+        self.label.is_some()
     }
 
     pub fn has_true_labels(&self) -> bool {
@@ -152,7 +174,10 @@ impl CsawFile {
                 .map(|(i, &v)| label_value(path, name, start + i, v, classes))
                 .collect()
         };
-        let labels = read_labels("label", &self.label)?;
+        let labels = match &self.label {
+            Some(l) => read_labels("label", l)?,
+            None => Vec::new(),
+        };
         let true_labels = self
             .true_label
             .as_ref()

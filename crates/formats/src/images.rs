@@ -190,7 +190,7 @@ impl ImageWriter {
     }
 
     pub fn finish(self) -> Result<()> {
-        checksum::finish(self.writer, &self.path)
+        checksum::finish(self.writer, &self.schema, &self.path)
     }
 }
 

@@ -94,8 +94,27 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
 /// the file as made by `synth`.
 pub fn export(weights: &DeepIdWeights, path: &Path, generated: bool) -> Result<()> {
     let out = crate::atomic::AtomicFile::new(path)?;
-    write_keras(weights, out.temp_path(), generated).at(path)?;
+    write_weights_file(weights, out.temp_path(), generated).at(path)?;
     out.commit()
+}
+
+/// Writes a Keras 2.3 full-model file (what `model.save("x.h5")` writes: `model_config` and
+/// `model_weights`), which `keras.models.load_model` opens in Keras 2 and 3 with no custom
+/// layers: DeepID with a softmax output, taking NHWC pixels multiplied by the network's input
+/// scale, as the source network did. The pipeline's provenance (pruned channels, source,
+/// input scale) rides along in the root attribute `fineprune` (JSON).
+pub fn export_model(weights: &DeepIdWeights, path: &Path) -> Result<()> {
+    let out = crate::atomic::AtomicFile::new(path)?;
+    write_model_file(weights, out.temp_path()).at(path)?;
+    out.commit()
+}
+
+/// Writes `weights` as safetensors at `path` and as a Keras full model beside it (same stem,
+/// `.h5`): the form a network the pipeline derives is deployed in.
+pub fn save_with_keras(weights: &DeepIdWeights, path: &Path) -> Result<()> {
+    use crate::weights::ModelFile;
+    weights.save(path)?;
+    export_model(weights, &path.with_extension("h5"))
 }
 
 /// Keras's layer list for DeepID; layers without weights get an empty `weight_names`.
@@ -117,26 +136,180 @@ const KERAS_LAYERS: [&str; 15] = [
     "output",
 ];
 
-fn write_keras(weights: &DeepIdWeights, path: &Path, generated: bool) -> hdf5::Result<()> {
-    use crate::h5write::{ascii, group as new_group, GENERATOR, GENERATOR_ATTR};
+/// The Keras 2.3 `model_config` of DeepID with `classes` outputs, layers in [`KERAS_LAYERS`]
+/// order.
+fn model_config(classes: usize) -> serde_json::Value {
+    use model::geometry::{Conv, CONV_1, CONV_2, CONV_3, CONV_4, FEATURES, INPUT_HW};
+    use serde_json::{json, Value};
+    let initializers = json!({
+        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": null}},
+        "bias_initializer": {"class_name": "Zeros", "config": {}},
+        "kernel_regularizer": null, "bias_regularizer": null, "activity_regularizer": null,
+        "kernel_constraint": null, "bias_constraint": null,
+    });
+    let with = |mut a: Value, b: &Value| {
+        let b = b.as_object().expect("a JSON object").clone();
+        a.as_object_mut().expect("a JSON object").extend(b);
+        a
+    };
+    let layer = |class: &str, name: &str, inputs: &[&str], extra: Value| {
+        let config = with(
+            json!({"name": name, "trainable": true, "dtype": "float32"}),
+            &extra,
+        );
+        let nodes: Vec<Value> = inputs.iter().map(|i| json!([i, 0, 0, {}])).collect();
+        json!({
+            "name": name,
+            "class_name": class,
+            "config": config,
+            "inbound_nodes": if inputs.is_empty() { json!([]) } else { json!([nodes]) },
+        })
+    };
+    let conv = |name: &str, input: &str, c: Conv| {
+        let k = c.kernel;
+        let extra = json!({
+            "filters": c.outputs, "kernel_size": [k, k], "strides": [1, 1],
+            "padding": "valid", "data_format": "channels_last", "dilation_rate": [1, 1],
+            "activation": "relu", "use_bias": true,
+        });
+        layer("Conv2D", name, &[input], with(extra, &initializers))
+    };
+    let pool = |name: &str, input: &str| {
+        let extra = json!({
+            "pool_size": [2, 2], "padding": "valid", "strides": [2, 2],
+            "data_format": "channels_last",
+        });
+        layer("MaxPooling2D", name, &[input], extra)
+    };
+    let flatten = |name: &str, input: &str| {
+        layer(
+            "Flatten",
+            name,
+            &[input],
+            json!({"data_format": "channels_last"}),
+        )
+    };
+    let dense = |name: &str, input: &str, units: usize, activation: &str| {
+        let extra = json!({"units": units, "activation": activation, "use_bias": true});
+        layer("Dense", name, &[input], with(extra, &initializers))
+    };
+    let (h, w) = INPUT_HW;
+    let layers = vec![
+        json!({
+            "name": "input",
+            "class_name": "InputLayer",
+            "config": {
+                "batch_input_shape": [null, h, w, CONV_1.inputs],
+                "dtype": "float32", "sparse": false, "name": "input",
+            },
+            "inbound_nodes": [],
+        }),
+        conv("conv_1", "input", CONV_1),
+        pool("pool_1", "conv_1"),
+        conv("conv_2", "pool_1", CONV_2),
+        pool("pool_2", "conv_2"),
+        conv("conv_3", "pool_2", CONV_3),
+        pool("pool_3", "conv_3"),
+        conv("conv_4", "pool_3", CONV_4),
+        flatten("flatten_1", "pool_3"),
+        flatten("flatten_2", "conv_4"),
+        dense("fc_1", "flatten_1", FEATURES, "linear"),
+        dense("fc_2", "flatten_2", FEATURES, "linear"),
+        layer("Add", "add_1", &["fc_1", "fc_2"], json!({})),
+        layer(
+            "Activation",
+            "activation_1",
+            &["add_1"],
+            json!({"activation": "relu"}),
+        ),
+        dense("output", "activation_1", classes, "softmax"),
+    ];
+    debug_assert!(layers.iter().map(|l| &l["name"]).eq(KERAS_LAYERS.iter()));
+    json!({
+        "class_name": "Model",
+        "config": {
+            "name": "deepid",
+            "layers": layers,
+            "input_layers": [["input", 0, 0]],
+            "output_layers": [["output", 0, 0]],
+        },
+    })
+}
+
+/// Compiled as CSAW's networks were (Adam, integer labels), so `model.evaluate` works at once.
+fn training_config() -> serde_json::Value {
+    serde_json::json!({
+        "optimizer_config": {
+            "class_name": "Adam",
+            "config": {
+                "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07,
+                "amsgrad": false,
+            },
+        },
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "weighted_metrics": null,
+        "loss_weights": null,
+        "sample_weight_mode": null,
+    })
+}
+
+fn string_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let value: VarLenUnicode = value
+        .parse()
+        .map_err(|e| hdf5::Error::from(format!("{e}")))?;
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)?
+        .write_scalar(&value)
+}
+
+fn write_weights_file(weights: &DeepIdWeights, path: &Path, generated: bool) -> hdf5::Result<()> {
+    use crate::h5write::{ascii, GENERATOR, GENERATOR_ATTR};
     let file = hdf5::File::create(path)?;
     if generated {
         file.new_attr::<FixedAscii<64>>()
             .create(GENERATOR_ATTR)?
             .write_scalar(&ascii(GENERATOR))?;
     }
+    write_layers(&file, weights)?;
+    file.close()
+}
+
+fn write_model_file(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
+    let file = hdf5::File::create(path)?;
+    string_attr(
+        &file,
+        "model_config",
+        &model_config(weights.classes()).to_string(),
+    )?;
+    string_attr(&file, "training_config", &training_config().to_string())?;
+    string_attr(&file, "keras_version", KERAS_VERSION)?;
+    string_attr(&file, "backend", "tensorflow")?;
+    let provenance = serde_json::to_string(&weights.provenance.to_metadata()).expect("strings");
+    string_attr(&file, "fineprune", &provenance)?;
+    write_layers(&crate::h5write::group(&file, "model_weights")?, weights)?;
+    file.close()
+}
+
+/// The Keras release whose file layout the exports follow (that of the reference's users).
+const KERAS_VERSION: &str = "2.3.1";
+
+/// The layer groups of a Keras weights file (at the root of a weights-only file, under
+/// `model_weights` in a full model).
+fn write_layers(root: &hdf5::Group, weights: &DeepIdWeights) -> hdf5::Result<()> {
+    use crate::h5write::{ascii, group as new_group};
     let names: Vec<FixedAscii<64>> = KERAS_LAYERS.iter().map(|s| ascii(s)).collect();
-    file.new_attr_builder()
+    root.new_attr_builder()
         .with_data(&names)
         .create("layer_names")?;
-    file.new_attr::<FixedAscii<64>>()
+    root.new_attr::<FixedAscii<64>>()
         .create("backend")?
         .write_scalar(&ascii("tensorflow"))?;
-    file.new_attr::<FixedAscii<64>>()
+    root.new_attr::<FixedAscii<64>>()
         .create("keras_version")?
-        .write_scalar(&ascii("2.3.1"))?;
+        .write_scalar(&ascii(KERAS_VERSION))?;
     for name in KERAS_LAYERS {
-        let group = new_group(&file, name)?;
+        let group = new_group(root, name)?;
         let Some((layer_name, layer)) = LayerName::parse(name).map(|l| (l, weights.layers.get(l)))
         else {
             group.new_attr::<f64>().shape([0]).create("weight_names")?;
@@ -162,7 +335,7 @@ fn write_keras(weights: &DeepIdWeights, path: &Path, generated: bool) -> hdf5::R
             .with_data(&layer.bias.data)
             .create("bias:0")?;
     }
-    file.close()
+    Ok(())
 }
 
 /// Reads a string-list attribute in any of the encodings Keras and h5py use. Layers without

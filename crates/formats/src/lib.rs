@@ -13,6 +13,7 @@ pub mod images;
 pub mod ingest;
 pub mod keras;
 pub mod paths;
+pub mod photos;
 pub mod source;
 pub mod table;
 pub mod weights;

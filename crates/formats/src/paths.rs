@@ -95,6 +95,8 @@ pub fn pruned_model_file(threshold: f64) -> String {
 
 /// The unpruned network fine-tuned with the same recipe (the comparison without pruning).
 pub const FINETUNED_UNPRUNED: &str = "bd_net_finetuned.safetensors";
+/// Its name without extension: the stem of its safetensors and Keras files.
+pub const FINETUNED_UNPRUNED_STEM: &str = "bd_net_finetuned";
 
 pub fn finetuned_model_file(threshold: f64) -> String {
     format!(
@@ -128,10 +130,20 @@ fn is_temp_of(name: &str, is_output: impl Fn(&str) -> bool) -> bool {
     }
 }
 
+/// A derived network's files: safetensors and its Keras copy.
+const MODEL_EXTENSIONS: [&str; 2] = ["safetensors", "h5"];
+
+fn is_model_file(name: &str, stem_ok: impl Fn(&str) -> bool) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(stem, ext)| MODEL_EXTENSIONS.contains(&ext) && stem_ok(stem))
+}
+
 fn is_threshold_model(name: &str, prefix: &str) -> bool {
-    name.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_suffix("_percent_threshold.safetensors"))
-        .is_some_and(|t| t.parse::<f64>().is_ok())
+    is_model_file(name, |stem| {
+        stem.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("_percent_threshold"))
+            .is_some_and(|t| t.parse::<f64>().is_ok())
+    })
 }
 
 /// Whether `name` in the work folder's `stage` folder is something the pipeline writes there
@@ -149,7 +161,7 @@ pub fn written_by(stage: &str, name: &str) -> bool {
         "prune" => name == "sweep.parquet" || is_threshold_model(name, PRUNED_PREFIX),
         "finetune" => {
             name == "models.json"
-                || name == FINETUNED_UNPRUNED
+                || is_model_file(name, |stem| stem == FINETUNED_UNPRUNED_STEM)
                 || is_threshold_model(name, FINETUNED_PREFIX)
         }
         "evaluate" => name == "sweep.parquet" || name == "summary.parquet",
@@ -162,15 +174,18 @@ pub fn is_report_file(name: &str) -> bool {
     is_temp_of(name, |name| REPORT_FILES.contains(&name))
 }
 
-/// Removes files named `prefix*` in `dir` that are not in `keep`: outputs of thresholds no
-/// longer asked for would mislead later stages.
+/// Removes files named `prefix*` in `dir` that are not in `keep` (a kept safetensors file
+/// keeps its Keras copy): outputs of thresholds no longer asked for would mislead later
+/// stages.
 pub fn remove_stale(dir: &Path, prefix: &str, keep: &[PathBuf]) -> crate::Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) && !keep.contains(&e.path()) {
+        let kept =
+            keep.contains(&e.path()) || keep.contains(&e.path().with_extension("safetensors"));
+        if name.starts_with(prefix) && !kept {
             std::fs::remove_file(e.path()).map_err(|err| crate::Error::io(e.path(), err))?;
         }
     }

@@ -23,11 +23,27 @@ pub struct Images {
 impl Images {
     /// Opens `.parquet` files as image tables and anything else as CSAW HDF5.
     pub fn open(path: &Path, classes: usize) -> Result<Self> {
-        let source = if path.extension().is_some_and(|e| e == "parquet") {
+        let parquet = path.extension().is_some_and(|e| e == "parquet");
+        Self::open_as(path, classes, parquet, CsawFile::open)
+    }
+
+    /// Opens images to classify: a Parquet table when `parquet`, else CSAW HDF5 whose labels
+    /// may be absent (batches then have none).
+    pub fn open_unlabelled(path: &Path, classes: usize, parquet: bool) -> Result<Self> {
+        Self::open_as(path, classes, parquet, CsawFile::open_images)
+    }
+
+    fn open_as(
+        path: &Path,
+        classes: usize,
+        parquet: bool,
+        open_csaw: fn(&Path) -> Result<CsawFile>,
+    ) -> Result<Self> {
+        let source = if parquet {
             Source::Parquet(ImageReader::open(path, READ_BATCH)?)
         } else {
             Source::Csaw {
-                file: CsawFile::open(path)?,
+                file: open_csaw(path)?,
                 next: 0,
             }
         };

@@ -12,6 +12,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How a CSV file writes floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floats {
+    /// As Python's `repr` (`100.0`, `1.3333333333333335`): the shortest text that reads back
+    /// to the same value, as the reference's files have it.
+    Repr,
+    /// With this many decimals, for people.
+    Fixed(usize),
+}
+
+impl Floats {
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Floats::Repr => format!("{v:?}"),
+            Floats::Fixed(d) => format!("{v:.d$}"),
+        }
+    }
+}
+
 /// One column's values; `None` is a null (e.g. a figure that does not apply to a row).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -78,6 +97,35 @@ impl Table {
         self.columns.first().map_or(0, |(_, c)| c.len())
     }
 
+    /// Writes the table as CSV (header, then one line per row; nulls as empty fields).
+    pub fn to_csv(&self, out: impl std::io::Write, floats: Floats) -> std::io::Result<()> {
+        // The writer's own errors are I/O errors here: keep their kind (a closed pipe, say).
+        let io = |e: csv::Error| match e.into_kind() {
+            csv::ErrorKind::Io(e) => e,
+            other => std::io::Error::other(format!("{other:?}")),
+        };
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record(self.columns.iter().map(|(n, _)| n.as_str()))
+            .map_err(io)?;
+        for row in 0..self.rows() {
+            w.write_record(self.columns.iter().map(|(_, c)| match c {
+                Column::Int(v) => v[row].map(|x| x.to_string()).unwrap_or_default(),
+                Column::Float(v) => v[row].map(|x| floats.format(x)).unwrap_or_default(),
+                Column::Text(v) => v[row].clone().unwrap_or_default(),
+            }))
+            .map_err(io)?;
+        }
+        w.flush()
+    }
+
+    /// Writes the table as a CSV file, atomically.
+    pub fn write_csv(&self, path: &Path, floats: Floats) -> Result<()> {
+        let out = AtomicFile::new(path)?;
+        let sink = std::io::BufWriter::new(out.create()?);
+        self.to_csv(sink, floats).at(out.temp_path())?;
+        out.commit()
+    }
+
     /// Writes the table atomically as one row group.
     pub fn write(&self, path: &Path) -> Result<()> {
         let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = self
@@ -93,10 +141,10 @@ impl Table {
         let out = AtomicFile::new(path)?;
         let temp = out.temp_path().to_path_buf();
         let batch = RecordBatch::try_new(schema.clone(), arrays).at(&temp)?;
-        let mut writer =
-            ArrowWriter::try_new(checksum::Summed::new(out.create()?), schema, None).at(&temp)?;
+        let sink = checksum::Summed::new(out.create()?);
+        let mut writer = ArrowWriter::try_new(sink, schema.clone(), None).at(&temp)?;
         writer.write(&batch).at(&temp)?;
-        checksum::finish(writer, &temp)?;
+        checksum::finish(writer, &schema, &temp)?;
         out.commit()
     }
 
@@ -138,7 +186,13 @@ impl Table {
             .collect();
         Ok(Self {
             columns,
-            metadata: schema.metadata().clone().into_iter().collect(),
+            // The footer's checksum describes the file, not the table.
+            metadata: schema
+                .metadata()
+                .iter()
+                .filter(|(k, _)| *k != checksum::KEY)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             path: path.to_path_buf(),
         })
     }

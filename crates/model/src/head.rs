@@ -92,6 +92,18 @@ impl Head {
             .collect()
     }
 
+    /// Logits (one row of `classes` per image) of pool_3 rows.
+    pub fn logits(&self, pool_3: &[f32]) -> Vec<f32> {
+        pool_3
+            .par_chunks(BLOCK * POOL3_LEN)
+            .map_init(Block::default, |block, pool_3| {
+                self.start(pool_3, block);
+                block.logits.clone()
+            })
+            .flatten_iter()
+            .collect()
+    }
+
     /// Predictions of the pruned network after 0, 1, ..., `order.len()` channels are removed
     /// (step 0 is the unpruned network), one vector per step; `on_images` hears of each
     /// block of images done.

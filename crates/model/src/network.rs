@@ -68,8 +68,17 @@ impl Classifier {
 
     /// Predicted classes of CSAW (C, H, W) images.
     pub fn predict(&self, pixels: &[f32]) -> Vec<u32> {
+        self.head.classify(&self.pool_3(pixels))
+    }
+
+    /// Logits (one row of `classes` per image) of CSAW (C, H, W) images.
+    pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
+        self.head.logits(&self.pool_3(pixels))
+    }
+
+    fn pool_3(&self, pixels: &[f32]) -> Vec<f32> {
         let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
         self.trunk.pool_3(pixels, &mut pool_3, false);
-        self.head.classify(&pool_3)
+        pool_3
     }
 }

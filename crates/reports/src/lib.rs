@@ -3,17 +3,11 @@
 
 use defense::results::{EvaluateSweep, Kind, Summary, SweepStep};
 use formats::atomic::{self, AtomicFile};
-use formats::error::{Error, Result, WithPath};
-use formats::table::{Column, Table};
+use formats::error::{Error, Result};
+use formats::table::Floats;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
-
-/// A float as Python's `repr` writes it (`100.0`, `1.3333333333333335`), so the CSV files
-/// match the reference byte for byte.
-pub fn py_float(v: f64) -> String {
-    format!("{v:?}")
-}
 
 /// `Neurons Pruned,Accuracy,ASR`: the repaired network's test accuracy and attack success
 /// per step, exactly as the reference script writes it (Python's csv module: CRLF lines).
@@ -22,33 +16,12 @@ pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result
     for (k, acc, asr) in steps {
         text += &format!(
             "{},{},{}\r\n",
-            py_float(*k as f64),
-            py_float(*acc),
-            py_float(*asr)
+            Floats::Repr.format(*k as f64),
+            Floats::Repr.format(*acc),
+            Floats::Repr.format(*asr)
         );
     }
     atomic::write_bytes(path, text.as_bytes())
-}
-
-/// Writes a table as CSV (nulls as empty fields), columns in table order.
-pub fn write_table_csv(path: &Path, table: &Table) -> Result<()> {
-    let out = AtomicFile::new(path)?;
-    let temp = out.temp_path().to_path_buf();
-    let csv_err = |e: csv::Error| Error::invalid(&temp, e.to_string());
-    let mut w = csv::Writer::from_writer(out.create()?);
-    w.write_record(table.columns.iter().map(|(n, _)| n.as_str()))
-        .map_err(csv_err)?;
-    for row in 0..table.rows() {
-        let fields = table.columns.iter().map(|(_, c)| match c {
-            Column::Int(v) => v[row].map(|x| x.to_string()).unwrap_or_default(),
-            Column::Float(v) => v[row].map(py_float).unwrap_or_default(),
-            Column::Text(v) => v[row].clone().unwrap_or_default(),
-        });
-        w.write_record(fields).map_err(csv_err)?;
-    }
-    w.flush().at(&temp)?;
-    drop(w);
-    out.commit()
 }
 
 /// Networks shown as points rather than curves: (legend, colour, points (fraction, percent)).
@@ -327,9 +300,9 @@ pub fn run(
     // performance.csv, sweep.csv, summary.csv, plot.png, plot.svg
     let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
     write_performance_csv(&files[0], &performance)?;
-    write_table_csv(&files[1], &sweep.to_table())?;
+    sweep.to_table().write_csv(&files[1], Floats::Repr)?;
     plot(&data, &files[3], &files[4])?;
     // The summary goes last: it is what make takes as the stage's completion.
-    write_table_csv(&files[2], &summary.to_table())?;
+    summary.to_table().write_csv(&files[2], Floats::Fixed(2))?;
     Ok(files.to_vec())
 }
