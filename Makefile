@@ -119,6 +119,7 @@ test: $(BINS)
 	$(CARGO) test --release --locked --workspace
 	bash tests/make_incremental.sh
 	bash tests/make_kill.sh
+	bash tests/python.sh
 
 bench: $(BINS)
 	$(BIN)/bench

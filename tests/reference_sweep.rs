@@ -120,22 +120,21 @@ fn pruned_models_equal_the_sweep_they_came_from() {
     // Scoring the saved B' image by image agrees with the sweep's validation accuracy (93%).
     let out = work.join("preds.parquet");
     run_ok(
-        "evaluate",
+        "predict",
         &[
-            "--config",
-            c,
+            "--model",
+            work.join("ingest/model.safetensors").to_str().unwrap(),
             "--pruned",
             work.join("prune/bd_net_prime_4_percent_threshold.safetensors")
                 .to_str()
                 .unwrap(),
-            "--data",
-            fixtures().join("deepid/sweep/valid.h5").to_str().unwrap(),
-            "--predictions",
+            "--output",
             out.to_str().unwrap(),
+            fixtures().join("deepid/sweep/valid.h5").to_str().unwrap(),
         ],
     );
     let t = formats::table::Table::read(&out).unwrap();
-    let (labels, b_prime) = (t.ints("label").unwrap(), t.ints("b_prime").unwrap());
+    let (labels, b_prime) = (t.ints("label").unwrap(), t.ints("pruned_class").unwrap());
     let hits = labels.iter().zip(&b_prime).filter(|(l, p)| l == p).count();
     assert!(
         (hits as i64 - 279).abs() <= 1,

@@ -10,7 +10,6 @@ use crate::results::{EvaluateSweep, Kind, Scores, Summary, SummaryRow, SweepStep
 use crate::sweep::PruneSweep;
 use formats::paths;
 use formats::source::Images;
-use formats::table::{Column, Table};
 use formats::{Error, ModelFile, Result};
 use model::head::Head;
 use model::metrics::accuracy;
@@ -270,67 +269,5 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     Ok(EvaluateSummary {
         summary: summary.rows,
         outputs: [sweep_out, summary_out],
-    })
-}
-
-/// What the per-image mode reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct PerImage {
-    pub images: usize,
-    pub accuracy_b: f64,
-    pub accuracy_b_prime: f64,
-    pub accuracy_g: f64,
-    pub flagged: f64,
-    pub output: PathBuf,
-}
-
-/// Predictions of B, B' and G for every image of one dataset -> Parquet (index, label,
-/// [true_label,] b, b_prime, g).
-pub fn per_image(
-    model: &Path,
-    pruned: &Path,
-    data: &Path,
-    out: &Path,
-    progress: &dyn Progress,
-) -> Result<PerImage> {
-    let weights = DeepIdWeights::load(model)?;
-    let pruned_weights = DeepIdWeights::load(pruned)?;
-    if pruned_weights.classes() != weights.classes() {
-        return Err(Error::invalid(
-            pruned,
-            format!(
-                "has {} classes, the backdoored model {}",
-                pruned_weights.classes(),
-                weights.classes()
-            ),
-        ));
-    }
-    let classes = weights.classes();
-    let (b, b_prime) = (Network::new(&weights), Network::new(&pruned_weights));
-    let mut both = extract(&[&b, &b_prime], data, classes, "score", progress)?;
-    let (f, f_prime) = (both.remove(0), both.remove(0));
-    let pb = Head::new(&b).classify(&f.pool_3);
-    let pp = Head::new(&b_prime).classify(&f_prime.pool_3);
-    let g = repaired(&pb, &pp, classes as u32);
-    let ints = |v: &[u32]| Column::ints(v.iter().map(|&x| x as i32));
-    let mut table = Table::new()
-        .with("index", Column::ints(0..f.len() as i32))
-        .with("label", Column::ints(f.labels.iter().copied()));
-    if let Some(t) = &f.true_labels {
-        table = table.with("true_label", Column::ints(t.iter().copied()));
-    }
-    table
-        .with("b", ints(&pb))
-        .with("b_prime", ints(&pp))
-        .with("g", ints(&g))
-        .meta("backdoor_label", classes.to_string())
-        .write(out)?;
-    Ok(PerImage {
-        images: f.len(),
-        accuracy_b: accuracy(&pb, &f.labels),
-        accuracy_b_prime: accuracy(&pp, &f.labels),
-        accuracy_g: accuracy(&g, &f.labels),
-        flagged: flagged(&pb, &pp),
-        output: out.to_path_buf(),
     })
 }

@@ -283,11 +283,14 @@ pub fn run(
             let chunk = chunk?;
             debug_assert_eq!(chunk.pixels.len(), chunk.origins.len() * IMAGE_LEN);
             let logits = b.logits(&chunk.pixels);
+            let b_classes: Vec<u32> = logits.chunks(classes).map(model::linalg::argmax).collect();
             let pruned_classes = b_prime.as_ref().map(|c| c.predict(&chunk.pixels));
+            let repaired = pruned_classes
+                .as_ref()
+                .map(|c| crate::metrics::repaired(&b_classes, c, classes as u32));
             for (i, (input, row, label)) in chunk.origins.into_iter().enumerate() {
                 let p = softmax(&logits[i * classes..][..classes]);
-                let class = model::linalg::argmax(&logits[i * classes..][..classes]);
-                let pruned_class = pruned_classes.as_ref().map(|c| c[i]);
+                let class = b_classes[i];
                 out.push(Prediction {
                     input,
                     row,
@@ -295,9 +298,8 @@ pub fn run(
                     class,
                     probability: p[class as usize],
                     top: top_k(&p, files.top_k),
-                    pruned_class,
-                    repaired_class: pruned_class
-                        .map(|c| if c == class { c } else { classes as u32 }),
+                    pruned_class: pruned_classes.as_ref().map(|c| c[i]),
+                    repaired_class: repaired.as_ref().map(|g| g[i]),
                 });
             }
             progress.advance((logits.len() / classes) as u64);

@@ -1,12 +1,12 @@
 //! `evaluate`: clean test accuracy and attack success rate of B, of B' after every pruning
 //! step and at each threshold, of the fine-tuned networks, and of the repaired G(B, B') ->
-//! `work/evaluate/sweep.parquet` and `work/evaluate/summary.parquet`. With `--predictions`,
-//! scores any model pair on any dataset image by image instead.
+//! `work/evaluate/sweep.parquet` and `work/evaluate/summary.parquet`. (`predict` gives the
+//! answers of B, B' and G image by image.)
 
 use clap::Parser;
 use cli::progress::Bars;
 use cli::{CommonArgs, ModelArgs};
-use defense::evaluate::{per_image, run, EvaluateFiles};
+use defense::evaluate::{run, EvaluateFiles};
 use formats::paths::Split;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,15 +33,6 @@ struct Args {
     /// Output folder (default: `<work>/evaluate`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    /// Per-image mode: the pruned or repaired model B' to compare with B.
-    #[arg(long, requires_all = ["data", "predictions"])]
-    pruned: Option<PathBuf>,
-    /// Per-image mode: the dataset to score.
-    #[arg(long, requires = "pruned")]
-    data: Option<PathBuf>,
-    /// Per-image mode: output Parquet (index, label, b, b_prime, g).
-    #[arg(long, requires = "pruned")]
-    predictions: Option<PathBuf>,
 }
 
 cli::use_allocator!();
@@ -51,23 +42,6 @@ fn main() -> std::process::ExitCode {
         let t = Instant::now();
         let model = args.model.path(&work);
         let json = args.common.json;
-        if let (Some(pruned), Some(data), Some(out)) = (&args.pruned, &args.data, &args.predictions)
-        {
-            let s = per_image(&model, pruned, data, out, &Bars::new())?;
-            if json {
-                cli::print_json(&cli::with_seconds(
-                    "evaluate",
-                    &s,
-                    t.elapsed().as_secs_f64(),
-                ));
-            } else {
-                println!(
-                    "{} images: label agreement B {:.2}%, B' {:.2}%, G {:.2}%; G flags {:.2}% -> {}",
-                    s.images, s.accuracy_b, s.accuracy_b_prime, s.accuracy_g, s.flagged, out.display()
-                );
-            }
-            return Ok(());
-        }
         let files = EvaluateFiles {
             model,
             prune_sweep: args.prune_sweep.unwrap_or_else(|| work.prune_sweep()),

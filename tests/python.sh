@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The results from Python: on a tiny built-in benchmark, every Keras .h5 the pipeline exports
+# opens with keras.models.load_model (Keras 3, JAX backend, no TensorFlow) and gives the classes
+# `predict` gives; every image table shows `image_shape` to pyarrow.parquet.read_metadata; and
+# the README's Python code runs as written (its PyTorch part where torch is installed).
+#
+# Keras, JAX, h5py, pyarrow, pandas and safetensors are installed once into target/python
+# (about 0.7 GB) and reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+fail() { echo "python: FAILED: $*" >&2; exit 1; }
+
+venv=target/python
+packages="keras jax h5py pyarrow pandas safetensors numpy"
+if [ "$(cat "$venv/.packages" 2>/dev/null)" != "$packages" ]; then
+  command -v python3 >/dev/null || fail "python3 not found: install Python 3.10 or newer"
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+        || fail "could not install python3-venv with apt-get"
+      rm -rf "$venv"
+      python3 -m venv "$venv" || fail "python3 -m venv failed"
+    else
+      fail "python3 -m venv failed: install python3-venv"
+    fi
+  fi
+  echo "python: installing $packages into $venv (once)"
+  "$venv/bin/pip" install -q --disable-pip-version-check $packages \
+    || fail "could not install $packages from the package index"
+  echo "$packages" > "$venv/.packages"
+fi
+py="$root/$venv/bin/python"
+export KERAS_BACKEND=jax
+
+dir=$(mktemp -d)
+config="$dir/tiny.toml"
+forget() { id=$(realpath -m -- "$config" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; }
+trap 'forget; rm -rf "$dir"' EXIT
+cat > "$config" <<TOML
+[data]
+valid = "data/valid.h5"
+test = "data/test.h5"
+poisoned_test = "data/bd_test.h5"
+[model]
+weights = "models/bd_net.h5"
+[synth]
+identities = 8
+train_per_identity = 16
+valid_per_identity = 8
+test_per_identity = 16
+epochs = 2
+batch_size = 16
+[finetune]
+steps = 20
+TOML
+make all CONFIG="$config" >/dev/null 2>&1 || fail "make all on the tiny benchmark"
+
+# Every exported network: Keras's classes are predict's (bar near-ties of the top two).
+checks=()
+for h5 in "$dir"/work/prune/*.h5 "$dir"/work/finetune/*.h5; do
+  [ -f "$h5" ] || fail "no Keras files exported"
+  for data in test bd_test; do
+    ours="$dir/$(basename "${h5%.h5}")-$data.csv"
+    "$root/target/release/predict" --model "${h5%.h5}.safetensors" --output "$ours" \
+      "$dir/data/$data.h5" >/dev/null || fail "predict on $h5"
+    checks+=("$h5" "$dir/data/$data.h5" "$ours")
+  done
+done
+"$py" - "${checks[@]}" 2>"$dir/err" <<'PY' || fail "$(tail -1 "$dir/err")"
+import sys, csv
+import h5py, keras, numpy as np
+args = sys.argv[1:]
+for model_path, data_path, ours_path in zip(args[::3], args[1::3], args[2::3]):
+    model = keras.models.load_model(model_path)
+    with h5py.File(data_path) as f:
+        x = f["data"][:].transpose(0, 2, 3, 1)
+    p = model.predict(x, verbose=0)
+    ours = np.array([int(r["class"]) for r in csv.DictReader(open(ours_path))])
+    top2 = np.sort(p, axis=1)[:, -2:]
+    differ = (p.argmax(1) != ours) & (top2[:, 1] - top2[:, 0] > 1e-5)
+    if differ.any():
+        sys.exit(f"{model_path}: Keras classifies {differ.sum()} of {len(ours)} images otherwise")
+print(f"{len(args) // 3} model and data pairs agree")
+PY
+
+# Every image table shows its shape to Parquet readers.
+"$py" - "$dir"/work/ingest/*.parquet 2>"$dir/err" <<'PY' || fail "$(tail -1 "$dir/err")"
+import sys
+import pyarrow.parquet as pq
+for path in sys.argv[1:]:
+    meta = pq.read_metadata(path).metadata
+    assert meta[b"image_shape"] == b"[3,55,47]", (path, meta)
+PY
+
+# The README's Python examples, as written, from the run's folder.
+awk '/^### Use the results from Python/ {on = 1; next} on && /^## / {on = 0}
+     on && /^```python$/ {n++; file = sprintf("'"$dir"'/readme_%d.py", n); next}
+     on && /^```$/ {file = ""; next}
+     file != "" {print > file}' README.md
+ls "$dir"/readme_*.py >/dev/null 2>&1 || fail "no Python examples found in the README"
+for example in "$dir"/readme_*.py; do
+  if grep -q "^import.*torch" "$example" && ! "$py" -c "import torch" 2>/dev/null; then
+    echo "python: skipped README example $(basename "$example"): torch is not installed in $venv"
+    continue
+  fi
+  (cd "$dir" && "$py" "$example" >/dev/null 2>"$dir/err") \
+    || fail "README example $(basename "$example"): $(tail -1 "$dir/err")"
+done
+echo "python: Keras exports, Parquet metadata and README examples pass"
