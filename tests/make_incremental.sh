@@ -5,29 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
-# make's links and variables for each configuration used here live in target/make/<id>.
-forget() { for c in "$@"; do id=$(realpath -m -- "$c" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; done; }
+source tests/tiny.sh
 trap 'forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml" "$dir/user/p.toml"; rm -rf "$dir"' EXIT
 config="$dir/tiny.toml"
-cat > "$config" <<TOML
-[data]
-valid = "data/valid.h5"
-test = "data/test.h5"
-poisoned_test = "data/bd_test.h5"
-[model]
-weights = "models/bd_net.h5"
-[prune]
-thresholds = [2, 4, 10]
-[synth]
-identities = 8
-train_per_identity = 16
-valid_per_identity = 4
-test_per_identity = 4
-epochs = 2
-batch_size = 16
-[finetune]
-steps = 4
-TOML
+tiny_config "$config"
 
 fail() { echo "make_incremental: FAILED: $*" >&2; exit 1; }
 # The stage commands make would run now (for $config, or the configuration given).

@@ -10,26 +10,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 dir=$(mktemp -d)
 config="$dir/k.toml"
-forget() { id=$(realpath -m -- "$config" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; }
-trap 'forget; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
+source tests/tiny.sh
+trap 'forget "$config"; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 fail() { echo "make_kill: FAILED: $*" >&2; exit 1; }
-cat > "$config" <<TOML
-[data]
-valid = "data/valid.h5"
-test = "data/test.h5"
-poisoned_test = "data/bd_test.h5"
-[model]
-weights = "models/bd_net.h5"
-[synth]
-identities = 8
-train_per_identity = 16
-valid_per_identity = 4
-test_per_identity = 4
-epochs = 2
-batch_size = 16
-[finetune]
-steps = 40
-TOML
+tiny_config "$config" 40
 stages=(synth ingest profile prune finetune evaluate report)
 # The configuration table whose stamp each stage depends on: touching it re-runs the stage.
 declare -A stamp=([synth]=synth [ingest]=data [profile]=profile [prune]=prune [finetune]=finetune [evaluate]=evaluate [report]=work)

@@ -36,25 +36,9 @@ export KERAS_BACKEND=jax
 
 dir=$(mktemp -d)
 config="$dir/tiny.toml"
-forget() { id=$(realpath -m -- "$config" | sha256sum | cut -c1-16); rm -rf "target/make/$id" "target/make/$id.mk"; }
-trap 'forget; rm -rf "$dir"' EXIT
-cat > "$config" <<TOML
-[data]
-valid = "data/valid.h5"
-test = "data/test.h5"
-poisoned_test = "data/bd_test.h5"
-[model]
-weights = "models/bd_net.h5"
-[synth]
-identities = 8
-train_per_identity = 16
-valid_per_identity = 8
-test_per_identity = 16
-epochs = 2
-batch_size = 16
-[finetune]
-steps = 20
-TOML
+source tests/tiny.sh
+trap 'forget "$config"; rm -rf "$dir"' EXIT
+tiny_config "$config" 20
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all on the tiny benchmark"
 
 # Every exported network: Keras's classes are predict's (bar near-ties of the top two).
