@@ -5,14 +5,15 @@
 # the README's Python code runs as written (its PyTorch part where torch is installed).
 #
 # Keras, JAX, h5py, pyarrow, pandas and safetensors are installed once into target/python
-# (about 0.7 GB) and reused.
+# (about 0.7 GB) and reused; FINEPRUNE_TEST_TORCH=1 adds PyTorch (about 6 GB with its CUDA
+# libraries) so the PyTorch example runs too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 fail() { echo "python: FAILED: $*" >&2; exit 1; }
 
 venv=target/python
-packages="keras jax h5py pyarrow pandas safetensors numpy"
+packages="keras jax h5py pyarrow pandas safetensors numpy${FINEPRUNE_TEST_TORCH:+ torch}"
 if [ "$(cat "$venv/.packages" 2>/dev/null)" != "$packages" ]; then
   command -v python3 >/dev/null || fail "python3 not found: install Python 3.10 or newer"
   rm -rf "$venv"
@@ -83,13 +84,33 @@ awk '/^### Use the results from Python/ {on = 1; next} on && /^## / {on = 0}
      on && /^```python$/ {n++; file = sprintf("'"$dir"'/readme_%d.py", n); next}
      on && /^```$/ {file = ""; next}
      file != "" {print > file}' README.md
-ls "$dir"/readme_*.py >/dev/null 2>&1 || fail "no Python examples found in the README"
+[ -f "$dir/readme_3.py" ] || fail "the README should have three Python examples (Keras, tables, PyTorch)"
+# What each example computes must be the pipeline's own figures.
+cat >> "$dir/readme_1.py" <<'PY'
+s = __import__("pandas").read_csv("reports/summary.csv")
+want = s[(s.network == "fine_pruned") & (s.threshold_percent == 4)].clean_test_accuracy.item()
+assert abs(accuracy * 100 - want) <= 0.006, (accuracy, want)
+PY
+cat >> "$dir/readme_2.py" <<'PY'
+import h5py
+with h5py.File("data/test.h5") as f:
+    assert (x == f["data"][:]).all()
+assert summary.network.str.startswith("repaired").sum() > 0
+PY
+cat >> "$dir/readme_3.py" <<'PY'
+import csv, subprocess
+model = "work/finetune/bd_net_fineprune_4_percent_threshold.safetensors"
+predicted = subprocess.run([sys.argv[1], "--model", model, "data/test.h5"],
+                           capture_output=True, text=True, check=True).stdout
+assert [int(r["class"]) for r in csv.DictReader(predicted.splitlines())] == classes.tolist()
+PY
+sed -i '1i import sys' "$dir/readme_3.py"
 for example in "$dir"/readme_*.py; do
   if grep -q "^import.*torch" "$example" && ! "$py" -c "import torch" 2>/dev/null; then
-    echo "python: skipped README example $(basename "$example"): torch is not installed in $venv"
+    echo "python: skipped the README's PyTorch example: torch is not in $venv (FINEPRUNE_TEST_TORCH=1 installs it)"
     continue
   fi
-  (cd "$dir" && "$py" "$example" >/dev/null 2>"$dir/err") \
+  (cd "$dir" && "$py" "$example" "$root/target/release/predict" >/dev/null 2>"$dir/err") \
     || fail "README example $(basename "$example"): $(tail -1 "$dir/err")"
 done
 echo "python: Keras exports, Parquet metadata and README examples pass"

@@ -196,5 +196,44 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
             images_per_second,
         });
     }
+    rows.push(predict(bin, &work, inputs, sizes)?);
     Ok(rows)
+}
+
+/// The deployed defense: B and G (with the first fine-pruned network) on both test sets,
+/// read from their HDF5 files, predictions to Parquet.
+fn predict(bin: &Path, work: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Measured> {
+    let finetuned = work.join("finetune");
+    let mut fine_pruned: Vec<PathBuf> = std::fs::read_dir(&finetuned)
+        .at(&finetuned)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with(formats::paths::FINETUNED_PREFIX) && name.ends_with(".safetensors")
+        })
+        .collect();
+    fine_pruned.sort();
+    let pruned = fine_pruned
+        .first()
+        .ok_or_else(|| Error::invalid(&finetuned, "no fine-pruned network to predict with"))?;
+    let (seconds, peak_rss_mib) = measure(
+        Command::new(bin.join("predict"))
+            .arg("--model")
+            .arg(work.join("ingest/model.safetensors"))
+            .arg("--pruned")
+            .arg(pruned)
+            .arg("--output")
+            .arg(work.join("predictions.parquet"))
+            .arg("--json")
+            .args([&inputs.test, &inputs.poisoned_test])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let images = (sizes.test + sizes.poisoned_test) as f64;
+    Ok(Measured {
+        stage: "predict",
+        seconds,
+        peak_rss_mib,
+        images_per_second: Some(images / seconds),
+    })
 }
