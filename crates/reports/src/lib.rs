@@ -65,15 +65,17 @@ pub fn run(
 /// The plot's panels: clean accuracy, then attack success, over the fraction pruned.
 fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
     let series = |f: &dyn Fn(&SweepStep) -> f64| sweep.steps.iter().map(f).collect::<Vec<_>>();
-    let thresholds = summary
-        .rows
-        .iter()
-        .filter(|r| r.network == Kind::Pruned)
-        .filter_map(|r| {
-            let t = r.threshold_percent?;
-            Some((format!("{t} pt"), r.channels_pruned as f64 / total))
-        })
-        .collect();
+    // Thresholds that prune the same channels share one line: "2/4 pt".
+    let mut thresholds: Vec<(String, f64)> = Vec::new();
+    for r in summary.rows.iter().filter(|r| r.network == Kind::Pruned) {
+        let (Some(t), x) = (r.threshold_percent, r.channels_pruned as f64 / total) else {
+            continue;
+        };
+        match thresholds.iter_mut().find(|(_, at)| *at == x) {
+            Some((label, _)) => *label = label.replace(" pt", &format!("/{t} pt")),
+            None => thresholds.push((format!("{t} pt"), x)),
+        }
+    }
     let backdoored = summary.rows.iter().find(|r| r.network == Kind::Backdoored);
     let markers = [
         (
