@@ -13,7 +13,7 @@ SETUP := target/.setup-done
 DEBIAN_PACKAGES := libhdf5-dev pkg-config fonts-dejavu-core
 
 .DEFAULT_GOAL := all
-.PHONY: all $(STAGES) test bench clean setup
+.PHONY: all $(STAGES) test bench clean setup zoo
 
 # --- setup: system packages, then the binaries -------------------------------------------
 setup: $(SETUP)
@@ -35,8 +35,11 @@ $(SETUP):
 	fi
 	@mkdir -p $(dir $@) && touch $@
 
+# Every binary is stamped after a build, so none looks older than the sources (cargo leaves
+# a binary untouched when its own code did not change) and `make -q` agrees with make.
 $(BINS) &: $(SOURCES) | $(SETUP)
 	$(CARGO) build --release --locked --bins
+	@touch $(BINS)
 
 # --- configuration: checked, stamped and linked at the start of every run ------------------
 # `pipeline make-vars` (milliseconds) checks $(CONFIG), rewrites the stamps of the tables and
@@ -113,6 +116,35 @@ evaluate: $(EVALUATE)
 report: $(REPORT)
 all: $(REPORT)
 	@echo 'fineprune: reports in $(REPORTS_DIR)'
+
+# --- a zoo of networks, run by Snakemake ---------------------------------------------------
+# `make zoo ZOO=zoo.toml` defends every network the zoo file lists (built-in: zoo/builtin.toml)
+# through workflow/Snakefile, then writes $(ZOO_REPORTS)/zoo.csv and the zoo plot. Snakemake
+# is installed into target/snakemake the first time. ZOO_PROFILE picks where jobs run
+# (workflow/profiles/local, slurm, cluster-generic); ZOO_THREADS is each job's cores.
+ZOO ?= zoo/builtin.toml
+ZOO_REPORTS ?= reports/zoo
+ZOO_PROFILE ?= workflow/profiles/local
+ZOO_THREADS ?= 1
+SNAKEMAKE_ENV := target/snakemake
+SNAKEMAKE := $(SNAKEMAKE_ENV)/bin/snakemake
+SNAKEMAKE_PACKAGES := snakemake snakemake-executor-plugin-cluster-generic
+
+$(SNAKEMAKE):
+	@command -v python3 >/dev/null || { echo "error: python3 not found: install Python 3.11 or newer for make zoo" >&2; exit 1; }
+	@rm -rf $(SNAKEMAKE_ENV)
+	@python3 -m venv $(SNAKEMAKE_ENV) || { echo "error: python3 -m venv failed: install python3-venv" >&2; exit 1; }
+	@echo "zoo: installing $(SNAKEMAKE_PACKAGES) into $(SNAKEMAKE_ENV) (once)"
+	@$(SNAKEMAKE_ENV)/bin/pip install -q --disable-pip-version-check $(SNAKEMAKE_PACKAGES) \
+	  || { rm -rf $(SNAKEMAKE_ENV); echo "error: could not install $(SNAKEMAKE_PACKAGES) from the package index" >&2; exit 1; }
+
+ZOO_ID = $(shell realpath -m -- '$(ZOO)' | sha256sum | cut -c1-16)
+zoo: $(BINS) $(SNAKEMAKE)
+	@mkdir -p target/zoo '$(ZOO_REPORTS)'
+	$(BIN)/pipeline zoo-plan --zoo '$(ZOO)' --out target/zoo/$(ZOO_ID).json
+	-$(SNAKEMAKE) --snakefile workflow/Snakefile --profile $(ZOO_PROFILE) \
+	  --config plan=target/zoo/$(ZOO_ID).json logs='$(abspath $(ZOO_REPORTS))/logs' bin=$(abspath $(BIN)) threads=$(ZOO_THREADS)
+	$(BIN)/pipeline zoo-report --plan target/zoo/$(ZOO_ID).json --logs '$(ZOO_REPORTS)/logs' --output-dir '$(ZOO_REPORTS)'
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
 test: $(BINS)

@@ -56,6 +56,24 @@ impl Column {
         }
     }
 
+    /// Appends `other`'s values; a column of another type gives nulls instead.
+    pub fn extend_from(&mut self, other: &Column) {
+        match (self, other) {
+            (Column::Int(a), Column::Int(b)) => a.extend_from_slice(b),
+            (Column::Float(a), Column::Float(b)) => a.extend_from_slice(b),
+            (Column::Text(a), Column::Text(b)) => a.extend_from_slice(b),
+            (this, other) => (0..other.len()).for_each(|_| this.push_null()),
+        }
+    }
+
+    pub fn push_null(&mut self) {
+        match self {
+            Column::Int(v) => v.push(None),
+            Column::Float(v) => v.push(None),
+            Column::Text(v) => v.push(None),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Column::Int(v) => v.len(),

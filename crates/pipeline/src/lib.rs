@@ -13,8 +13,10 @@ use formats::paths::{self, STAGE_DIRS};
 use formats::{atomic, Result};
 use std::path::{Path, PathBuf};
 
+pub mod zoo;
+
 /// The inputs of a run, by the names make and the stamps use.
-fn inputs(cfg: &Config) -> [(&'static str, &Path); 4] {
+pub fn inputs(cfg: &Config) -> [(&'static str, &Path); 4] {
     [
         ("valid", &cfg.data.valid),
         ("test", &cfg.data.test),
@@ -107,9 +109,9 @@ fn make_literal(p: &Path) -> String {
     p.display().to_string().replace('$', "$$")
 }
 
-/// Checks `config`, refreshes the stamps in its work folder and the links beside `out`, and
-/// writes the make variables to `out` (always, so make sees it as newer than this binary).
-pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
+/// Checks `config` (every table) and refreshes the stamps in its work folder: one per table,
+/// one content hash per input of user data. Returns the configuration and its data mode.
+pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
     let cfg = Config::load(config)?;
     let mode = data_mode(&cfg)?;
     let stamps = cfg.work.dir.join("config");
@@ -134,7 +136,13 @@ pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
             input_stamp(&stamps, name, path)?;
         }
     }
+    Ok((cfg, mode))
+}
 
+/// Checks `config`, refreshes the stamps in its work folder and the links beside `out`, and
+/// writes the make variables to `out` (always, so make sees it as newer than this binary).
+pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
+    let (cfg, mode) = refresh(config)?;
     let links = out.with_extension("");
     std::fs::create_dir_all(links.join("in")).at(&links)?;
     let abs = |p: &Path| std::path::absolute(p).at(p);

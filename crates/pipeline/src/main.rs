@@ -1,6 +1,7 @@
 //! `pipeline make-vars`: checks `pipeline.toml`, refreshes the stamps make compares (one per
 //! table, one content hash per input) and writes the make variables; `pipeline clean`: removes
-//! what the pipeline wrote for a configuration, and nothing else.
+//! what the pipeline wrote for a configuration, and nothing else; `pipeline zoo-plan` and
+//! `zoo-report`: before and after the workflow engine runs a zoo of networks.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +27,24 @@ enum Command {
         #[arg(long, default_value = "pipeline.toml")]
         config: PathBuf,
     },
+    /// Check ZOO and every network's configuration (refreshing its stamps); write the
+    /// workflow's plan (JSON) to OUT.
+    ZooPlan {
+        #[arg(long)]
+        zoo: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write zoo.csv and the zoo plot from PLAN's networks (their stage logs in LOGS); exit 1
+    /// when a network failed.
+    ZooReport {
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long)]
+        logs: PathBuf,
+        #[arg(long)]
+        output_dir: PathBuf,
+    },
 }
 
 cli::use_allocator!();
@@ -34,6 +53,49 @@ fn main() -> std::process::ExitCode {
     cli::run("pipeline", || {
         match Args::parse().command {
             Command::MakeVars { config, out } => pipeline::make_vars(&config, &out)?,
+            Command::ZooPlan { zoo, out } => {
+                let plan = pipeline::zoo::plan(&zoo)?;
+                let json = serde_json::to_string_pretty(&plan)? + "\n";
+                formats::atomic::write_bytes(&out, json.as_bytes())?;
+                for n in plan.networks.iter().filter(|n| n.error.is_some()) {
+                    tracing::warn!("{}: left out: {}", n.name, n.error.as_deref().unwrap_or(""));
+                }
+            }
+            Command::ZooReport {
+                plan,
+                logs,
+                output_dir,
+            } => {
+                let text =
+                    std::fs::read_to_string(&plan).map_err(|e| formats::Error::io(&plan, e))?;
+                let plan: pipeline::zoo::Plan = serde_json::from_str(&text)
+                    .map_err(|e| formats::Error::invalid(&plan, e.to_string()))?;
+                let outcomes = pipeline::zoo::outcomes(&plan, &logs);
+                std::fs::create_dir_all(&output_dir)
+                    .map_err(|e| formats::Error::io(&output_dir, e))?;
+                let files = reports::zoo::write(&outcomes, &output_dir)?;
+                let failed: Vec<&str> = outcomes
+                    .iter()
+                    .filter(|o| o.result.is_err())
+                    .map(|o| o.name.as_str())
+                    .collect();
+                println!(
+                    "zoo: {} networks, {} failed -> {}",
+                    outcomes.len(),
+                    failed.len(),
+                    files
+                        .last()
+                        .map_or(String::new(), |f| f.display().to_string())
+                );
+                anyhow::ensure!(
+                    failed.is_empty(),
+                    "{} of {} networks failed ({}): see the error column of {}",
+                    failed.len(),
+                    outcomes.len(),
+                    failed.join(", "),
+                    output_dir.join("zoo.csv").display()
+                );
+            }
             Command::Clean { config } => {
                 let done = pipeline::clean(&config)?;
                 for p in &done.removed {

@@ -3,6 +3,7 @@
 
 pub mod plot;
 mod text;
+pub mod zoo;
 
 use defense::results::{EvaluateSweep, Kind, Scores, Summary, SweepStep};
 use formats::atomic;
@@ -56,7 +57,7 @@ pub fn run(
     let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
     write_performance_csv(&files[0], &performance)?;
     sweep.to_table().write_csv(&files[1], Floats::Repr)?;
-    plot::plot(&data, &files[3], &files[4])?;
+    plot::write(&data, &files[3], &files[4])?;
     // The summary goes last: it is what make takes as the stage's completion.
     summary.to_table().write_csv(&files[2], Floats::Fixed(2))?;
     Ok(files.to_vec())

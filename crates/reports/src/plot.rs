@@ -96,7 +96,7 @@ pub const GREY: RGBColor = RGBColor(110, 110, 110);
 pub const BLACK: RGBColor = RGBColor(0, 0, 0);
 
 const SIZE: (u32, u32) = (1400, 1100);
-const FONT: &str = "sans-serif";
+pub const FONT: &str = "sans-serif";
 const THRESHOLD: RGBColor = RGBColor(150, 150, 150);
 
 /// Sans-serif TrueType fonts that plot text can use, most preferred first.
@@ -167,22 +167,33 @@ fn font() -> Result<&'static [u8]> {
         .map_err(Error::Other)
 }
 
-/// Draws the plot to `png` and `svg`, each written atomically.
-pub fn plot(data: &PlotData, png: &Path, svg: &Path) -> Result<()> {
+/// A picture that draws itself on any plotters backend.
+pub trait Figure {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+/// Draws `figure` to `png` and `svg`, each written atomically.
+pub fn write(figure: &impl Figure, png: &Path, svg: &Path) -> Result<()> {
     let font = font()?;
     let png_out = AtomicFile::new(png)?;
     {
-        let backend = Bitmap::new(BitMapBackend::new(png_out.temp_path(), SIZE), font)
+        let backend = Bitmap::new(BitMapBackend::new(png_out.temp_path(), figure.size()), font)
             .ok_or_else(|| Error::Other("the plot font cannot be read".into()))?;
         let root = backend.into_drawing_area();
-        draw(&root, data).map_err(|e| Error::invalid(png, format!("drawing failed: {e}")))?;
+        figure
+            .draw(&root)
+            .map_err(|e| Error::invalid(png, format!("drawing failed: {e}")))?;
         root.present()
             .map_err(|e| Error::invalid(png, format!("writing failed: {e}")))?;
     }
     let mut text = String::new();
     {
-        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
-        draw(&root, data).map_err(|e| Error::invalid(svg, format!("drawing failed: {e}")))?;
+        let root = SVGBackend::with_string(&mut text, figure.size()).into_drawing_area();
+        figure
+            .draw(&root)
+            .map_err(|e| Error::invalid(svg, format!("drawing failed: {e}")))?;
         root.present()
             .map_err(|e| Error::invalid(svg, format!("writing failed: {e}")))?;
     }
@@ -190,20 +201,26 @@ pub fn plot(data: &PlotData, png: &Path, svg: &Path) -> Result<()> {
     png_out.commit()
 }
 
-type DrawResult<DB> =
+pub type DrawResult<DB> =
     std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &PlotData) -> DrawResult<DB> {
-    root.fill(&WHITE)?;
-    let root = root.margin(12, 0, 0, 0).titled(&data.title, (FONT, 30))?;
-    let legend_rows = legend_entries(data).len().div_ceil(3);
-    let (charts, legend) =
-        root.split_vertically(root.dim_in_pixel().1 - 34 * legend_rows as u32 - 30);
-    let panels = charts.split_evenly((data.panels.len().max(1), 1));
-    for (i, (area, panel)) in panels.iter().zip(&data.panels).enumerate() {
-        draw_panel(area, data, panel, i == 0)?;
+impl Figure for PlotData {
+    fn size(&self) -> (u32, u32) {
+        SIZE
     }
-    draw_legend(&legend, data)
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        root.fill(&WHITE)?;
+        let root = root.margin(12, 0, 0, 0).titled(&self.title, (FONT, 30))?;
+        let legend = legend_entries(self);
+        let legend_height = 34 * legend.len().div_ceil(3) as u32 + 30;
+        let (charts, below) = root.split_vertically(root.dim_in_pixel().1 - legend_height);
+        let panels = charts.split_evenly((self.panels.len().max(1), 1));
+        for (i, (area, panel)) in panels.iter().zip(&self.panels).enumerate() {
+            draw_panel(area, self, panel, i == 0)?;
+        }
+        draw_legend(&below, &legend)
+    }
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -335,10 +352,11 @@ fn marker<DB: DrawingBackend>(
 }
 
 /// One legend line: how it is drawn and its name.
-enum Sample {
+pub enum Sample {
     Line(Line, RGBColor),
     Marker(Marker, RGBColor),
     Threshold,
+    Bar(RGBColor),
 }
 
 fn legend_entries(data: &PlotData) -> Vec<(Sample, String)> {
@@ -366,11 +384,11 @@ fn legend_entries(data: &PlotData) -> Vec<(Sample, String)> {
     entries
 }
 
-fn draw_legend<DB: DrawingBackend>(
+/// Legend lines in three columns, each sample drawn as its series is.
+pub fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    data: &PlotData,
+    entries: &[(Sample, String)],
 ) -> DrawResult<DB> {
-    let entries = legend_entries(data);
     let (w, _) = area.dim_in_pixel();
     let columns = 3;
     let column_width = (w as i32 - 120) / columns;
@@ -390,6 +408,10 @@ fn draw_legend<DB: DrawingBackend>(
                 }
             }
             Sample::Marker(m, color) => marker(area, (x + 24, y), *m, *color)?,
+            Sample::Bar(color) => area.draw(&Rectangle::new(
+                [(x + 12, y - 9), (x + 36, y + 9)],
+                color.filled(),
+            ))?,
             Sample::Threshold => area.draw(&DashedPathElement::new(
                 vec![a, b],
                 7,
