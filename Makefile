@@ -152,6 +152,7 @@ test: $(BINS)
 	bash tests/make_incremental.sh
 	bash tests/make_kill.sh
 	bash tests/python.sh
+	bash tests/zoo.sh
 
 bench: $(BINS)
 	$(BIN)/bench

@@ -164,6 +164,31 @@ fn logged_error(logs: &Path) -> Option<String> {
     })
 }
 
+/// A network's cost from the engine's benchmark files in `logs` (one per job): seconds of all
+/// its jobs together and the largest peak resident memory of any (MB).
+fn cost(logs: &Path) -> Option<(f64, f64)> {
+    let mut total = (0.0, 0.0);
+    let mut found = false;
+    for e in std::fs::read_dir(logs).ok()?.flatten() {
+        if e.path().extension().is_none_or(|x| x != "tsv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).ok()?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next()?.split('\t').collect();
+        let at = |name: &str| header.iter().position(|h| *h == name);
+        let (s, rss) = (at("s")?, at("max_rss")?);
+        for line in lines {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let value = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            total.0 += value(s).unwrap_or(0.0);
+            total.1 = f64::max(total.1, value(rss).unwrap_or(0.0));
+            found = true;
+        }
+    }
+    found.then_some(total)
+}
+
 /// How each network of `plan` ended: its summary when its run is complete and current, else
 /// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`).
 pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
@@ -180,6 +205,7 @@ pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
             reports::zoo::Outcome {
                 name: n.name.clone(),
                 result,
+                cost: cost(&logs.join(&n.name)),
             }
         })
         .collect()

@@ -16,6 +16,8 @@ pub struct Outcome {
     pub name: String,
     /// Its summary, or why there is none.
     pub result: std::result::Result<Summary, String>,
+    /// Seconds of all its jobs and their largest peak memory (MB), where the engine measured.
+    pub cost: Option<(f64, f64)>,
 }
 
 /// The files [`write`] makes, in the order it writes them (the table last).
@@ -39,12 +41,16 @@ pub fn write(outcomes: &[Outcome], out_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files.to_vec())
 }
 
-/// `model`, `status` (`ok` or `failed`), `error`, then the summary's columns.
+/// `model`, `status` (`ok` or `failed`), `error`, `seconds` and `peak_rss_mb` (the network's
+/// jobs), then the summary's columns.
 pub fn table(outcomes: &[Outcome]) -> Table {
+    const OWN: usize = 5;
     let mut t = Table::new()
         .with("model", Column::Text(Vec::new()))
         .with("status", Column::Text(Vec::new()))
-        .with("error", Column::Text(Vec::new()));
+        .with("error", Column::Text(Vec::new()))
+        .with("seconds", Column::Float(Vec::new()))
+        .with("peak_rss_mb", Column::Float(Vec::new()));
     let empty = Summary { rows: Vec::new() }.to_table();
     t.columns.extend(empty.columns);
     for o in outcomes {
@@ -58,7 +64,12 @@ pub fn table(outcomes: &[Outcome]) -> Table {
         {
             t.columns[i].1.extend_from(&Column::Text(vec![value; rows]));
         }
-        for (name, column) in t.columns.iter_mut().skip(3) {
+        let (seconds, rss) = o.cost.unzip();
+        t.columns[3]
+            .1
+            .extend_from(&Column::Float(vec![seconds; rows]));
+        t.columns[4].1.extend_from(&Column::Float(vec![rss; rows]));
+        for (name, column) in t.columns.iter_mut().skip(OWN) {
             match summary
                 .as_ref()
                 .and_then(|s| s.columns.iter().find(|(n, _)| n == name))

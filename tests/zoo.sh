@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A tiny zoo through the workflow engine: two tiny synthetic BadNets and one network with a
+# broken data file. zoo.csv has every row of each good network's summary under its name and
+# the broken one as failed with its error; the good networks' results equal what
+# `make all` gives for their configurations (same files, nothing left to do); a second run
+# does nothing; and the job-submission path (cluster-generic executor, local submit script)
+# runs a network too. Snakemake is installed into target/snakemake once (`make zoo` does it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "zoo: FAILED: $*" >&2; exit 1; }
+dir=$(mktemp -d)
+source tests/tiny.sh
+trap 'forget "$dir"/{a,b,broken,c}/p.toml; rm -rf "$dir"' EXIT
+
+for n in a b c; do
+  mkdir -p "$dir/$n"
+  tiny_config "$dir/$n/p.toml" 4
+done
+sed -i 's/^seed = .*//; s/^\[synth\]/[synth]\nseed = 3/' "$dir/b/p.toml"
+mkdir -p "$dir/broken/data" "$dir/broken/models"
+for f in valid test bd_test; do echo "not HDF5" > "$dir/broken/data/$f.h5"; done
+echo "not HDF5" > "$dir/broken/models/bd_net.h5"
+printf '[data]\nvalid = "data/valid.h5"\ntest = "data/test.h5"\npoisoned_test = "data/bd_test.h5"\n[model]\nweights = "models/bd_net.h5"\n' > "$dir/broken/p.toml"
+printf '[[model]]\nname = "a"\nconfig = "a/p.toml"\n\n[[model]]\nname = "broken"\nconfig = "broken/p.toml"\n\n[[model]]\nname = "b"\nconfig = "b/p.toml"\n' > "$dir/zoo.toml"
+
+out=$(make zoo ZOO="$dir/zoo.toml" ZOO_REPORTS="$dir/reports" 2>&1) && fail "make zoo succeeded although a network is broken"
+grep -q "1 of 3 networks failed (broken)" <<<"$out" || { echo "$out" | tail -20; fail "the failure is not summed up"; }
+csv="$dir/reports/zoo.csv"
+[ -s "$dir/reports/zoo.png" ] && [ -s "$dir/reports/zoo.svg" ] || fail "no zoo plot"
+[ "$(head -1 "$csv" | cut -d, -f1-6)" = "model,status,error,seconds,peak_rss_mb,network" ] || fail "zoo.csv header: $(head -1 "$csv")"
+for n in a b; do
+  summary="$dir/$n/reports/summary.csv"
+  [ -s "$summary" ] || fail "$n has no summary"
+  # Every summary row, under the network's name, in order.
+  diff <(tail -n +2 "$summary") <(grep "^$n,ok,," "$csv" | cut -d, -f6-) >/dev/null \
+    || fail "zoo.csv rows of $n differ from its summary.csv"
+  make -q report CONFIG="$dir/$n/p.toml" || fail "make finds $n's run incomplete after the zoo ran it"
+done
+grep -q '^broken,failed,ingest: error: .*/broken/.*not an HDF5 file' "$csv" || fail "the broken network's error is not in zoo.csv: $(grep ^broken "$csv")"
+[ "$(grep -c '^broken,' "$csv")" = 1 ] || fail "a failed network should have one row"
+
+# A second run: the engine finds nothing to do for the good networks.
+smk=target/snakemake/bin/snakemake
+plan=$(ls -t target/zoo/*.json | head -1)
+dry=$("$smk" --snakefile workflow/Snakefile -n --config plan="$plan" logs="$dir/reports/logs" bin="$PWD/target/release" 2>&1)
+! grep -Eq "\b[a-z]+_(a|b)\b" <<<"$dry" || { echo "$dry" | tail -8; fail "a second run would run jobs of good networks"; }
+grep -q "ingest_broken" <<<"$dry" || fail "the broken network is not retried"
+t0=$(date +%s)
+make zoo ZOO="$dir/zoo.toml" ZOO_REPORTS="$dir/reports" >/dev/null 2>&1 && fail "the second run hid the broken network"
+[ $(( $(date +%s) - t0 )) -lt 30 ] || fail "the second run took $(( $(date +%s) - t0 )) s"
+
+# The job-submission path: jobs go through a submit command, as on a cluster.
+printf '[[model]]\nname = "c"\nconfig = "c/p.toml"\n' > "$dir/cluster.toml"
+make zoo ZOO="$dir/cluster.toml" ZOO_REPORTS="$dir/cluster" ZOO_PROFILE=workflow/profiles/cluster-generic >/dev/null 2>&1 \
+  || fail "the cluster-generic profile did not run the zoo"
+grep -Eq "^c,ok,,[0-9.]+,[0-9.]+,backdoored," "$dir/cluster/zoo.csv" || fail "no results (with their cost) through the submit path"
+echo "zoo: 3 networks (1 broken) and the submit path pass"
