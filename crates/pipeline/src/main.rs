@@ -80,16 +80,24 @@ fn main() -> std::process::ExitCode {
                     .map(|o| o.name.as_str())
                     .collect();
                 println!(
-                    "zoo: {} networks, {} failed -> {}",
+                    "zoo: {} networks, {} failed or not run -> {}",
                     outcomes.len(),
                     failed.len(),
                     files
                         .last()
                         .map_or(String::new(), |f| f.display().to_string())
                 );
+                let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
+                if !costs.is_empty() {
+                    let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;
+                    let peak = costs.iter().map(|c| c.1).fold(0.0, f64::max);
+                    println!(
+                        "zoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job"
+                    );
+                }
                 anyhow::ensure!(
                     failed.is_empty(),
-                    "{} of {} networks failed ({}): see the error column of {}",
+                    "{} of {} networks failed or did not run ({}): see the error column of {}",
                     failed.len(),
                     outcomes.len(),
                     failed.join(", "),

@@ -190,20 +190,29 @@ fn cost(logs: &Path) -> Option<(f64, f64)> {
 }
 
 /// How each network of `plan` ended: its summary when its run is complete and current, else
-/// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`).
+/// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`), or, when
+/// nothing failed, that it is out of date.
 pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
     plan.networks
         .iter()
         .map(|n| {
-            let result = match &n.error {
-                Some(e) => Err(e.clone()),
-                None if !is_current(&n.config) => Err(logged_error(&logs.join(&n.name))
-                    .unwrap_or_else(|| "its run did not finish".into())),
-                None => Summary::read(&n.work.join("evaluate/summary.parquet"))
-                    .map_err(|e| e.to_string()),
+            let (status, result) = match &n.error {
+                Some(e) => ("failed", Err(e.clone())),
+                None if !is_current(&n.config) => match logged_error(&logs.join(&n.name)) {
+                    Some(e) => ("failed", Err(e)),
+                    None => (
+                        "not run",
+                        Err("out of date: its inputs, configuration or the stage binaries changed since its last run".into()),
+                    ),
+                },
+                None => match Summary::read(&n.work.join("evaluate/summary.parquet")) {
+                    Ok(s) => ("ok", Ok(s)),
+                    Err(e) => ("failed", Err(e.to_string())),
+                },
             };
             reports::zoo::Outcome {
                 name: n.name.clone(),
+                status,
                 result,
                 cost: cost(&logs.join(&n.name)),
             }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 /// How one network of the zoo ended.
 pub struct Outcome {
     pub name: String,
+    /// `ok`, `failed` (a stage failed) or `not run` (out of date, nothing failed).
+    pub status: &'static str,
     /// Its summary, or why there is none.
     pub result: std::result::Result<Summary, String>,
     /// Seconds of all its jobs and their largest peak memory (MB), where the engine measured.
@@ -41,7 +43,7 @@ pub fn write(outcomes: &[Outcome], out_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files.to_vec())
 }
 
-/// `model`, `status` (`ok` or `failed`), `error`, `seconds` and `peak_rss_mb` (the network's
+/// `model`, `status` (`ok`, `failed` or `not run`), `error`, `seconds` and `peak_rss_mb` (the network's
 /// jobs), then the summary's columns.
 pub fn table(outcomes: &[Outcome]) -> Table {
     const OWN: usize = 5;
@@ -54,10 +56,11 @@ pub fn table(outcomes: &[Outcome]) -> Table {
     let empty = Summary { rows: Vec::new() }.to_table();
     t.columns.extend(empty.columns);
     for o in outcomes {
-        let (rows, status, error, summary) = match &o.result {
-            Ok(s) => (s.rows.len(), "ok", None, Some(s.to_table())),
-            Err(e) => (1, "failed", Some(e.clone()), None),
+        let (rows, error, summary) = match &o.result {
+            Ok(s) => (s.rows.len(), None, Some(s.to_table())),
+            Err(e) => (1, Some(e.clone()), None),
         };
+        let status = o.status;
         for (i, value) in [Some(o.name.clone()), Some(status.into()), error]
             .into_iter()
             .enumerate()
