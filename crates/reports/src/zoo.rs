@@ -149,7 +149,8 @@ impl<'a> ZooPlot<'a> {
 
 impl Figure for ZooPlot<'_> {
     fn size(&self) -> (u32, u32) {
-        let width = (400 + 90 * self.networks.len() as u32).clamp(1200, 4000);
+        // Two panels side by side, each about 150 px per network so names fit.
+        let width = (240 + 300 * self.networks.len() as u32).clamp(1200, 8000);
         (width, 200 + 330 * self.thresholds.len().max(1) as u32)
     }
 
