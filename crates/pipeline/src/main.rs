@@ -44,6 +44,9 @@ enum Command {
         logs: PathBuf,
         #[arg(long)]
         output_dir: PathBuf,
+        /// Cores each job had (for the networks-per-hour estimate).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
                 plan,
                 logs,
                 output_dir,
+                threads,
             } => {
                 let text =
                     std::fs::read_to_string(&plan).map_err(|e| formats::Error::io(&plan, e))?;
@@ -91,8 +95,12 @@ fn main() -> std::process::ExitCode {
                 if !costs.is_empty() {
                     let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;
                     let peak = costs.iter().map(|c| c.1).fold(0.0, f64::max);
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let parallel = (cores / threads.max(1)).max(1) as f64;
                     println!(
-                        "zoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job"
+                        "zoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job; about {:.0} networks an hour with {} job(s) at a time",
+                        3600.0 * parallel / mean,
+                        parallel
                     );
                 }
                 anyhow::ensure!(
