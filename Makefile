@@ -143,7 +143,7 @@ zoo: $(BINS) $(SNAKEMAKE)
 	@mkdir -p target/zoo '$(ZOO_REPORTS)'
 	$(BIN)/pipeline zoo-plan --zoo '$(ZOO)' --out target/zoo/$(ZOO_ID).json
 	-$(SNAKEMAKE) --snakefile workflow/Snakefile --profile $(ZOO_PROFILE) \
-	  --config plan=target/zoo/$(ZOO_ID).json logs='$(abspath $(ZOO_REPORTS))/logs' bin=$(abspath $(BIN)) threads=$(ZOO_THREADS)
+	  --config plan=target/zoo/$(ZOO_ID).json logs="$$(realpath -m -- '$(ZOO_REPORTS)')/logs" bin="$$(realpath $(BIN))" threads=$(ZOO_THREADS)
 	$(BIN)/pipeline zoo-report --plan target/zoo/$(ZOO_ID).json --logs '$(ZOO_REPORTS)/logs' --output-dir '$(ZOO_REPORTS)' --threads $(ZOO_THREADS)
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
