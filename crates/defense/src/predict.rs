@@ -75,7 +75,6 @@ impl Source {
 }
 
 /// Decoded images with where they came from.
-#[derive(Default)]
 struct Chunk {
     pixels: Vec<f32>,
     origins: Vec<(String, Option<usize>, Option<i32>)>,
@@ -239,6 +238,13 @@ fn softmax(logits: &[f32]) -> Vec<f64> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
+/// The softmax probability of the argmax of one row of logits: exp(0) over the sum, with no
+/// vector of probabilities.
+fn top_probability(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    1.0 / logits.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>()
+}
+
 /// The `k` best classes, best first (ties: the lower class first, as argmax).
 fn top_k(p: &[f64], k: usize) -> Vec<(u32, f64)> {
     let mut order: Vec<u32> = (0..p.len() as u32).collect();
@@ -289,15 +295,19 @@ pub fn run(
                 .as_ref()
                 .map(|c| crate::metrics::repaired(&b_classes, c, classes as u32));
             for (i, (input, row, label)) in chunk.origins.into_iter().enumerate() {
-                let p = softmax(&logits[i * classes..][..classes]);
+                let z = &logits[i * classes..][..classes];
                 let class = b_classes[i];
                 out.push(Prediction {
                     input,
                     row,
                     label,
                     class,
-                    probability: p[class as usize],
-                    top: top_k(&p, files.top_k),
+                    probability: top_probability(z),
+                    // Only a top-k list needs every class's probability.
+                    top: match files.top_k {
+                        0 => Vec::new(),
+                        k => top_k(&softmax(z), k),
+                    },
                     pruned_class: pruned_classes.as_ref().map(|c| c[i]),
                     repaired_class: repaired.as_ref().map(|g| g[i]),
                 });
