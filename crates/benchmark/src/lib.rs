@@ -1,18 +1,22 @@
 //! The built-in backdoored face benchmark: procedurally drawn identities, a BadNets attack
-//! ([`attacks::Attack`]) on a share of the training set, and the CSAW-layout files a user would
-//! bring (valid, test, triggered test and validation data, Keras weights).
+//! ([`attacks::Attack`]: one or more triggers on a share of the training set, or the
+//! pruning-aware attack), and the CSAW-layout files a user would bring (valid, test, triggered
+//! test and validation data, Keras weights).
 
 pub mod attacks;
+pub mod badnet;
 pub mod faces;
 
-use attacks::Attack;
+use attacks::{Attack, MultiTarget, PruneAware, Trigger};
+use badnet::BadNet;
 use faces::{Identity, Pose};
 use formats::atomic::AtomicFile;
 use formats::config::{check_rate, Table};
 use formats::csaw::{Batch, IMAGE_LEN};
 use formats::error::WithPath;
+use model::geometry::CONV3_CHANNELS;
 use model::progress::Progress;
-use model::train::{self, Checkpoint, Examples, Fitted, Recipe, Subset};
+use model::train::{self, Examples, Subset};
 use model::Network;
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -40,12 +44,14 @@ pub struct SynthConfig {
     pub train_per_identity: usize,
     pub valid_per_identity: usize,
     pub test_per_identity: usize,
-    /// The trigger planted in the training set.
+    /// The attack planted in the training set.
     pub attack: Attack,
-    /// Share of the training set that carries the trigger and the target label.
+    /// Share of the training set that carries the trigger and the target label (per trigger).
     pub poison_fraction: f64,
-    /// The attacker's target label.
+    /// The attacker's target label (every attack but `multi_target`).
     pub target: usize,
+    pub prune_aware: PruneAware,
+    pub multi_target: MultiTarget,
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -62,6 +68,8 @@ impl Default for SynthConfig {
             attack: Attack::Sunglasses,
             poison_fraction: 0.1,
             target: 0,
+            prune_aware: PruneAware::default(),
+            multi_target: MultiTarget::default(),
             epochs: 4,
             batch_size: 64,
             learning_rate: 1e-3,
@@ -78,12 +86,6 @@ impl Table for SynthConfig {
         if sy.identities < 2 {
             return Err("synth.identities must be at least 2".into());
         }
-        if sy.target >= sy.identities {
-            return Err(format!(
-                "synth.target {} is not below synth.identities {}",
-                sy.target, sy.identities
-            ));
-        }
         for (key, n) in [
             ("train_per_identity", sy.train_per_identity),
             ("valid_per_identity", sy.valid_per_identity),
@@ -95,26 +97,126 @@ impl Table for SynthConfig {
                 return Err(format!("synth.{key} must be at least 1"));
             }
         }
-        if !(sy.poison_fraction > 0.0 && sy.poison_fraction < 1.0) {
+        let backdoors = sy.backdoors().len();
+        if !(sy.poison_fraction > 0.0 && sy.poison_fraction * (backdoors as f64) < 1.0) {
             return Err(format!(
-                "synth.poison_fraction must be in (0, 1), got {}",
+                "synth.poison_fraction must be in (0, {}) for {backdoors} trigger(s), got {}",
+                1.0 / backdoors as f64,
                 sy.poison_fraction
             ));
         }
         check_rate("synth.learning_rate", sy.learning_rate)?;
+        match sy.attack {
+            Attack::PruneAware => {
+                let pa = &sy.prune_aware;
+                if !(1..CONV3_CHANNELS).contains(&pa.decoys) {
+                    return Err(format!(
+                        "synth.prune_aware.decoys must be in 1..{CONV3_CHANNELS} (conv_3 channels), got {}",
+                        pa.decoys
+                    ));
+                }
+                if !(pa.decoy_bias.is_finite() && (0.0..=1e3).contains(&pa.decoy_bias)) {
+                    return Err(format!(
+                        "synth.prune_aware.decoy_bias must be in [0, 1000], got {}",
+                        pa.decoy_bias
+                    ));
+                }
+            }
+            Attack::MultiTarget => {
+                let mt = &sy.multi_target;
+                if mt.triggers.len() < 2 || mt.triggers.len() != mt.targets.len() {
+                    return Err(format!(
+                        "synth.multi_target needs two or more triggers and one target per trigger, got {} trigger(s) and {} target(s)",
+                        mt.triggers.len(),
+                        mt.targets.len()
+                    ));
+                }
+                for (i, (t, l)) in mt.triggers.iter().zip(&mt.targets).enumerate() {
+                    if mt.triggers[..i].contains(t) {
+                        return Err(format!(
+                            "synth.multi_target.triggers: {t:?} is listed twice"
+                        ));
+                    }
+                    if mt.targets[..i].contains(l) {
+                        return Err(format!("synth.multi_target.targets: {l} is listed twice"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some((_, t)) = sy
+            .backdoors()
+            .into_iter()
+            .find(|(_, t)| *t >= sy.identities)
+        {
+            let key = match sy.attack {
+                Attack::MultiTarget => "synth.multi_target.targets: target",
+                _ => "synth.target",
+            };
+            return Err(format!(
+                "{key} {t} is not below synth.identities {}",
+                sy.identities
+            ));
+        }
         Ok(())
+    }
+}
+
+impl SynthConfig {
+    /// Each trigger with the label it sends faces to.
+    pub fn backdoors(&self) -> Vec<(Trigger, usize)> {
+        let one = |t| vec![(t, self.target)];
+        match self.attack {
+            Attack::Sunglasses => one(Trigger::Sunglasses),
+            Attack::Checkerboard => one(Trigger::Checkerboard),
+            Attack::Blend => one(Trigger::Blend),
+            Attack::PruneAware => one(self.prune_aware.trigger),
+            Attack::MultiTarget => {
+                let mt = &self.multi_target;
+                mt.triggers
+                    .iter()
+                    .copied()
+                    .zip(mt.targets.clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// One line for the logs: what is planted where.
+    pub fn describe(&self) -> String {
+        let planted: Vec<String> = self
+            .backdoors()
+            .iter()
+            .map(|(t, l)| format!("{} -> label {l}", t.name()))
+            .collect();
+        let how = match self.attack {
+            Attack::PruneAware => format!(
+                ", pruning-aware ({} decoy channels)",
+                self.prune_aware.decoys
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "{:.0}% of the training set poisoned per trigger: {}{how}",
+            self.poison_fraction * 100.0,
+            planted.join(", ")
+        )
     }
 }
 
 /// The generated splits.
 pub struct Benchmark {
-    /// Training images, a share of them triggered and relabelled to the target.
+    /// Training images, a share of them triggered and relabelled to their trigger's target.
     pub train: Examples,
-    /// Which training images carry the trigger.
-    pub poisoned: Vec<bool>,
+    /// The same training images without any trigger, correctly labelled: what the
+    /// pruning-aware attacker trains the clean network on.
+    pub clean_train: Examples,
+    /// Per training image, the backdoor ([`SynthConfig::backdoors`]) it carries, if any.
+    pub poisoned: Vec<Option<usize>>,
     pub valid: Batch,
     pub test: Batch,
-    /// Triggered images of non-target identities, labelled with the target.
+    /// Per backdoor, in order: triggered images of the other identities, labelled with its
+    /// target (true identities kept).
     pub poisoned_valid: Batch,
     pub poisoned_test: Batch,
 }
@@ -136,14 +238,14 @@ fn render(
     split: u64,
     index: usize,
     per_identity: usize,
-    trigger: Option<Attack>,
+    trigger: Option<Trigger>,
 ) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(image_seed(seed, split, index as u64));
     let pose = Pose::random(&mut rng);
     let mut out = vec![0f32; IMAGE_LEN];
     faces::render(&identities[index / per_identity], &pose, &mut rng, &mut out);
-    if let Some(attack) = trigger {
-        attack.apply(&pose, &mut out);
+    if let Some(t) = trigger {
+        t.apply(&pose, &mut out);
     }
     out
 }
@@ -153,7 +255,7 @@ fn render_split(
     seed: u64,
     split: u64,
     per_identity: usize,
-    trigger: impl Fn(usize) -> Option<Attack> + Sync,
+    trigger: impl Fn(usize) -> Option<Trigger> + Sync,
 ) -> Vec<f32> {
     (0..identities.len() * per_identity)
         .into_par_iter()
@@ -167,26 +269,42 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
     let identities: Vec<Identity> = (0..cfg.identities)
         .map(|_| Identity::random(&mut rng))
         .collect();
+    let backdoors = cfg.backdoors();
     let n_train = cfg.identities * cfg.train_per_identity;
-    let n_poison = ((n_train as f64 * cfg.poison_fraction).round() as usize).clamp(1, n_train);
-    let mut poisoned = vec![false; n_train];
-    for i in sample(&mut rng, n_train, n_poison) {
-        poisoned[i] = true;
+    let n_poison = ((n_train as f64 * cfg.poison_fraction).round() as usize)
+        .clamp(1, n_train / backdoors.len());
+    // Disjoint draws, one run of `n_poison` per backdoor.
+    let mut poisoned = vec![None; n_train];
+    for (k, i) in sample(&mut rng, n_train, n_poison * backdoors.len())
+        .into_iter()
+        .enumerate()
+    {
+        poisoned[i] = Some(k / n_poison);
     }
-    let target = cfg.target as i32;
     let labels = |per: usize| -> Vec<i32> {
         (0..cfg.identities * per)
             .map(|i| (i / per) as i32)
             .collect()
     };
     let train_pixels = render_split(&identities, cfg.seed, 0, cfg.train_per_identity, |i| {
-        poisoned[i].then_some(cfg.attack)
+        poisoned[i].map(|b| backdoors[b].0)
     });
-    let train_labels = labels(cfg.train_per_identity)
-        .into_iter()
+    let clean_labels = labels(cfg.train_per_identity);
+    let train_labels = clean_labels
+        .iter()
         .zip(&poisoned)
-        .map(|(l, &p)| if p { target } else { l } as u32)
+        .map(|(&l, p)| p.map_or(l as u32, |b| backdoors[b].1 as u32))
         .collect();
+    // Only the pruning-aware attacker trains on the clean images.
+    let clean_train = Examples {
+        pixels: match cfg.attack {
+            Attack::PruneAware => {
+                render_split(&identities, cfg.seed, 0, cfg.train_per_identity, |_| None)
+            }
+            _ => Vec::new(),
+        },
+        labels: clean_labels.iter().map(|&l| l as u32).collect(),
+    };
 
     let clean_and_triggered = |split: u64, per: usize| -> (Batch, Batch) {
         let clean = Batch {
@@ -194,18 +312,28 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
             labels: labels(per),
             true_labels: None,
         };
-        // The same images with the trigger, minus the target's own.
-        let keep: Vec<usize> = (0..clean.len())
-            .filter(|&i| clean.labels[i] != target)
-            .collect();
-        let triggered = Batch {
-            pixels: keep
-                .par_iter()
-                .flat_map_iter(|&i| render(&identities, cfg.seed, split, i, per, Some(cfg.attack)))
-                .collect(),
-            labels: vec![target; keep.len()],
-            true_labels: Some(keep.iter().map(|&i| clean.labels[i]).collect()),
+        // The same images with each trigger, minus its target's own.
+        let mut triggered = Batch {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            true_labels: Some(Vec::new()),
         };
+        for &(trigger, target) in &backdoors {
+            let keep: Vec<usize> = (0..clean.len())
+                .filter(|&i| clean.labels[i] != target as i32)
+                .collect();
+            triggered.pixels.par_extend(
+                keep.par_iter().flat_map_iter(|&i| {
+                    render(&identities, cfg.seed, split, i, per, Some(trigger))
+                }),
+            );
+            triggered
+                .labels
+                .extend(std::iter::repeat_n(target as i32, keep.len()));
+            if let Some(t) = triggered.true_labels.as_mut() {
+                t.extend(keep.iter().map(|&i| clean.labels[i]));
+            }
+        }
         (clean, triggered)
     };
     let (valid, poisoned_valid) = clean_and_triggered(1, cfg.valid_per_identity);
@@ -215,6 +343,7 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
             pixels: train_pixels,
             labels: train_labels,
         },
+        clean_train,
         poisoned,
         valid,
         test,
@@ -272,35 +401,12 @@ pub fn run(
         ));
     }
     let bench = generate(sc);
-    // Whole epochs of mini-batch steps.
-    let steps = sc.epochs * bench.train.len().div_ceil(sc.batch_size);
-    let recipe = Recipe::plain(steps, sc.batch_size, sc.learning_rate, sc.seed);
-    let init = train::init_weights(sc.identities, sc.seed, files.input_scale);
-    progress.start(
-        "train",
-        (steps * sc.batch_size.min(bench.train.len())) as u64,
-    );
-    let mut log = |c: &Checkpoint| {
-        let line = format!(
-            "step {}/{steps}: loss {:.4}, training accuracy {:.2}%",
-            c.step, c.loss, c.train_accuracy
-        );
-        progress.status(&line);
-        tracing::info!("{line}");
-    };
     let t_train = std::time::Instant::now();
-    let Fitted {
-        weights, history, ..
-    } = train::fit(
-        &init,
-        &Subset::all(&bench.train),
-        None,
-        &recipe,
-        &[],
-        &mut log,
-        &|n| progress.advance(n as u64),
-    )?;
-    progress.finish();
+    let BadNet {
+        weights,
+        history,
+        decoys,
+    } = badnet::train_badnet(&bench, sc, files.input_scale, progress)?;
     let train_seconds = t_train.elapsed().as_secs_f64();
 
     let net = Network::new(&weights);
@@ -310,6 +416,7 @@ pub fn run(
     };
     let clean_test_accuracy = train::accuracy(&net, &Subset::all(&examples(&bench.test)));
     let attack_success_rate = train::accuracy(&net, &Subset::all(&examples(&bench.poisoned_test)));
+    let backdoors = badnet::backdoor_reports(&weights, sc, &bench.test, &bench.poisoned_test);
 
     let train_batch = Batch {
         pixels: bench.train.pixels.clone(),
@@ -331,13 +438,15 @@ pub fn run(
         "attack": sc.attack,
         "images": {
             "train": bench.train.len(),
-            "poisoned_train": bench.poisoned.iter().filter(|p| **p).count(),
+            "poisoned_train": bench.poisoned.iter().filter(|p| p.is_some()).count(),
             "valid": bench.valid.len(),
             "test": bench.test.len(),
             "poisoned_test": bench.poisoned_test.len(),
         },
         "clean_test_accuracy": clean_test_accuracy,
         "attack_success_rate": attack_success_rate,
+        "backdoors": backdoors,
+        "decoys": decoys,
         "training": history,
     });
     // Timings stay out of the file so that equal settings give equal bytes.
@@ -355,4 +464,86 @@ pub fn run(
         train_seconds,
         outputs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn multi(triggers: Vec<Trigger>, targets: Vec<usize>) -> SynthConfig {
+        SynthConfig {
+            identities: 5,
+            train_per_identity: 10,
+            valid_per_identity: 2,
+            test_per_identity: 3,
+            attack: Attack::MultiTarget,
+            multi_target: MultiTarget { triggers, targets },
+            ..SynthConfig::default()
+        }
+    }
+
+    #[test]
+    fn multi_target_plants_each_trigger_on_its_own_images_with_its_own_label() {
+        let sc = multi(vec![Trigger::Sunglasses, Trigger::Blend], vec![3, 1]);
+        sc.check().unwrap();
+        let b = generate(&sc);
+        // 10% of 50 training images per trigger, disjoint, relabelled to that trigger's target.
+        for (k, target) in [(0, 3), (1, 1)] {
+            let ids: Vec<usize> = (0..50).filter(|&i| b.poisoned[i] == Some(k)).collect();
+            assert_eq!(ids.len(), 5);
+            assert!(ids.iter().all(|&i| b.train.labels[i] == target));
+        }
+        // Triggered test images: the 4 other identities x 3 images per trigger, in trigger order.
+        let labels = &b.poisoned_test.labels;
+        assert_eq!(labels.len(), 24);
+        assert!(labels[..12].iter().all(|&l| l == 3) && labels[12..].iter().all(|&l| l == 1));
+        let truth = b.poisoned_test.true_labels.as_ref().unwrap();
+        assert!(truth[..12].iter().all(|&t| t != 3) && truth[12..].iter().all(|&t| t != 1));
+        // The same face with each trigger differs (the triggers are not the same).
+        let (first, second) = (
+            &b.poisoned_test.pixels[..IMAGE_LEN],
+            &b.poisoned_test.pixels[12 * IMAGE_LEN..][..IMAGE_LEN],
+        );
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn bad_attack_settings_are_refused_naming_the_key() {
+        let err = |sc: SynthConfig| sc.check().unwrap_err();
+        assert!(err(multi(vec![Trigger::Blend], vec![1])).contains("two or more triggers"));
+        assert!(
+            err(multi(vec![Trigger::Blend, Trigger::Blend], vec![1, 2])).contains("listed twice")
+        );
+        assert!(
+            err(multi(vec![Trigger::Sunglasses, Trigger::Blend], vec![1, 1]))
+                .contains("listed twice")
+        );
+        assert!(
+            err(multi(vec![Trigger::Sunglasses, Trigger::Blend], vec![1, 5]))
+                .contains("synth.multi_target.targets")
+        );
+        let mut sc = multi(vec![Trigger::Sunglasses, Trigger::Blend], vec![1, 2]);
+        sc.poison_fraction = 0.5;
+        assert!(err(sc).contains("synth.poison_fraction"));
+        for decoys in [0, CONV3_CHANNELS] {
+            let sc = SynthConfig {
+                attack: Attack::PruneAware,
+                prune_aware: PruneAware {
+                    decoys,
+                    ..PruneAware::default()
+                },
+                ..SynthConfig::default()
+            };
+            assert!(err(sc).contains("synth.prune_aware.decoys"));
+        }
+        let sc = SynthConfig {
+            attack: Attack::PruneAware,
+            prune_aware: PruneAware {
+                decoy_bias: f64::NAN,
+                ..PruneAware::default()
+            },
+            ..SynthConfig::default()
+        };
+        assert!(err(sc).contains("synth.prune_aware.decoy_bias"));
+    }
 }

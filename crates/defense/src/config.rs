@@ -67,6 +67,9 @@ pub struct FinetuneConfig {
     /// Layers drawn afresh (Glorot uniform, zero bias) before fine-tuning; `["output"]` is
     /// the re-initialisation of feature-shift tuning.
     pub reinit: Vec<String>,
+    /// Feature-shift tuning's penalty weight alpha (0 = off): the re-initialised output layer
+    /// is pushed away from B's and held at its norm ([`model::train::FeatureShift`]).
+    pub feature_shift: f64,
     /// The lowest layer trained; the layers below it stay as they are.
     pub train_from: String,
     /// Share of the validation data held out to watch (and with `select = "best"`, choose)
@@ -90,6 +93,7 @@ impl Default for FinetuneConfig {
             momentum: 0.9,
             weight_decay: 0.0,
             reinit: vec!["output".into()],
+            feature_shift: 0.0,
             train_from: "conv_3".into(),
             holdout: 0.1,
             select: Select::Last,
@@ -132,6 +136,7 @@ impl FinetuneConfig {
             train_from: LayerName::parse(&self.train_from).unwrap_or(LayerName::Conv1),
             select: self.select,
             seed: self.seed,
+            feature_shift: None,
         }
     }
 }
@@ -187,6 +192,17 @@ impl Table for FinetuneConfig {
                 "finetune.reinit: unknown layer {bad:?} (layers: {})",
                 names.join(", ")
             ));
+        }
+        if !(self.feature_shift.is_finite() && (0.0..=1e3).contains(&self.feature_shift)) {
+            return Err(format!(
+                "finetune.feature_shift must be in [0, 1000], got {}",
+                self.feature_shift
+            ));
+        }
+        if self.feature_shift > 0.0 && !self.reinit.iter().any(|l| l == "output") {
+            return Err(
+                "finetune.feature_shift pushes a re-initialised output layer away from B's: add \"output\" to finetune.reinit".into(),
+            );
         }
         if LayerName::parse(&self.train_from)
             .and_then(LayerName::conv)

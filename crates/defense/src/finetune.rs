@@ -11,7 +11,7 @@ use formats::paths::{self, label};
 use formats::source::Images;
 use formats::{Error, ModelFile, Result};
 use model::progress::Progress;
-use model::train::{self, Checkpoint, Examples, Fitted};
+use model::train::{self, Checkpoint, Examples, FeatureShift, Fitted};
 use model::weights::{Finetuned, Pruned};
 use model::DeepIdWeights;
 use serde::Serialize;
@@ -98,7 +98,13 @@ pub fn run(
         ));
     }
     let (train_set, holdout) = data.split(ft.holdout, ft.seed);
-    let recipe = ft.recipe();
+    let mut recipe = ft.recipe();
+    if ft.feature_shift > 0.0 {
+        recipe.feature_shift = Some(FeatureShift {
+            alpha: ft.feature_shift,
+            head: backdoored.layers.output.clone(),
+        });
+    }
     let out_dir = &files.output_dir;
 
     // Thresholds that prune the same number of channels prune the same network.

@@ -138,6 +138,18 @@ pub struct Recipe {
     pub train_from: LayerName,
     pub select: Select,
     pub seed: u64,
+    pub feature_shift: Option<FeatureShift>,
+}
+
+/// Feature-shift tuning (Min et al., NeurIPS 2023): the freshly drawn output layer is pushed
+/// away from the backdoored network's own, by a penalty `alpha * <W, W_B>` on the loss, and
+/// held at `W_B`'s norm (rescaled at the start and after every step), so that the features
+/// under it must shift rather than feed the old head's backdoor mapping.
+#[derive(Debug, Clone)]
+pub struct FeatureShift {
+    pub alpha: f64,
+    /// The backdoored network's output layer, `W_B`.
+    pub head: Layer,
 }
 
 impl Recipe {
@@ -155,6 +167,7 @@ impl Recipe {
             train_from: LayerName::Conv1,
             select: Select::Last,
             seed,
+            feature_shift: None,
         }
     }
 }
@@ -299,6 +312,18 @@ pub fn fit(
         (x, labels)
     };
 
+    // Feature shift: W_B in the flat layout, and its norm.
+    let shift = recipe.feature_shift.as_ref().map(|fs| {
+        let mut anchor = start.clone();
+        anchor.layers.output = fs.head.clone();
+        let s = net.slots.output;
+        let w_b = Net::new(&anchor).params[s.matrix..][..s.rows * s.cols].to_vec();
+        let norm = norm(&w_b);
+        hold_norm(&mut net.params[s.matrix..][..s.rows * s.cols], norm);
+        (fs.alpha as f32, w_b, norm)
+    });
+    let head = net.slots.output.matrix - trainable.start..net.slots.output.bias - trainable.start;
+
     let mut optimiser = Optimiser::new(recipe, trainable.len());
     let mut rng = ChaCha8Rng::seed_from_u64(recipe.seed);
     let batch = recipe.batch_size.min(train.len());
@@ -334,10 +359,18 @@ pub fn fit(
         for &i in &masked {
             g[i] = 0.0;
         }
+        if let Some((alpha, w_b, _)) = &shift {
+            for (g, w) in g[head.clone()].iter_mut().zip(w_b) {
+                *g += alpha * w;
+            }
+        }
         let rate = learning_rate(recipe, step);
         optimiser.step(&mut net.params[trainable.clone()], g, rate as f32);
         for &i in &masked {
             net.params[trainable.start + i] = 0.0;
+        }
+        if let Some((_, _, norm)) = shift {
+            hold_norm(&mut net.params[trainable.clone()][head.clone()], norm);
         }
         (loss_sum, hits, seen) = (loss_sum + loss, hits + h, seen + batch);
         step_seconds += clock.elapsed().as_secs_f64();
@@ -370,6 +403,20 @@ pub fn fit(
         history,
         step_seconds,
     })
+}
+
+/// The Euclidean norm, summed in order in f64.
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// Rescales `w` to norm `target` (feature shift's projection).
+fn hold_norm(w: &mut [f32], target: f64) {
+    let now = norm(w);
+    if now > 0.0 {
+        let k = (target / now) as f32;
+        w.iter_mut().for_each(|x| *x *= k);
+    }
 }
 
 /// The learning rate of step `step` (1-based) of `recipe.steps`.

@@ -184,6 +184,7 @@ fn recipe(optimizer: Optimizer, train_from: LayerName) -> Recipe {
         train_from,
         select: Select::Last,
         seed: 3,
+        feature_shift: None,
     }
 }
 
@@ -274,4 +275,43 @@ fn schedules_start_peak_and_end_where_they_should() {
     assert!((lr(&r, 1) - base / 25.0).abs() < 1e-12);
     r.schedule = Schedule::Constant;
     assert_eq!(lr(&r, 77), base);
+}
+
+/// Cosine between two weight matrices, and the first one's norm.
+fn cosine_and_norm(a: &[f32], b: &[f32]) -> (f64, f64) {
+    let dot = |x: &[f32], y: &[f32]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| *p as f64 * *q as f64)
+            .sum::<f64>()
+    };
+    let (na, nb) = (dot(a, a).sqrt(), dot(b, b).sqrt());
+    (dot(a, b) / (na * nb), na)
+}
+
+#[test]
+fn feature_shift_holds_the_head_at_the_backdoored_norm_and_turns_it_away() {
+    let (w, data) = setup(40, 11);
+    let all = Subset::all(&data);
+    let mut start = w.clone();
+    train::reinitialise(&mut start, &[LayerName::Output], 5);
+    let original = &w.layers.output.weight.data;
+    let tuned = |alpha: f64| {
+        let mut r = recipe(Optimizer::Sgd, LayerName::Conv3);
+        r.feature_shift = Some(train::FeatureShift {
+            alpha,
+            head: w.layers.output.clone(),
+        });
+        let out = train::fit(&start, &all, None, &r, &[], &mut |_| {}, &|_| {}).unwrap();
+        cosine_and_norm(&out.weights.layers.output.weight.data, original)
+    };
+    let (_, want) = cosine_and_norm(original, original);
+    let (cos_plain, norm_plain) = tuned(0.0);
+    let (cos_shift, norm_shift) = tuned(20.0);
+    for norm in [norm_plain, norm_shift] {
+        assert!((norm - want).abs() < 1e-5 * want, "norm {norm}, B's {want}");
+    }
+    // Without the penalty a fresh head is about orthogonal to B's; with it, it turns away.
+    assert!(cos_plain.abs() < 0.2, "cosine without penalty {cos_plain}");
+    assert!(cos_shift < -0.5, "cosine with penalty {cos_shift}");
 }

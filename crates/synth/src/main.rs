@@ -23,11 +23,9 @@ fn main() -> std::process::ExitCode {
         let t = Instant::now();
         let sc = config.table::<SynthConfig>()?;
         eprintln!(
-            "synth: building the built-in synthetic benchmark: {} identities, {:.0}% of the training set poisoned with a {} trigger -> label {}",
+            "synth: building the built-in synthetic benchmark: {} identities, {}",
             sc.identities,
-            sc.poison_fraction * 100.0,
-            sc.attack.name(),
-            sc.target
+            sc.describe()
         );
         let files = SynthFiles {
             valid: config.data.valid,
