@@ -16,7 +16,7 @@ planned() { make -n all CONFIG="${1:-$config}" 2>/dev/null | sed -n 's|^target/r
 
 out=$(make all CONFIG="$config" 2>&1) || { echo "$out"; fail "make all on an empty folder"; }
 grep -q "SYNTHETIC benchmark" <<<"$out" || fail "no loud notice that the synthetic benchmark is used"
-for f in performance.csv sweep.csv summary.csv plot.png plot.svg; do
+for f in performance.csv sweep.csv summary.csv targets.csv plot.png plot.svg; do
   [ -s "$dir/reports/$f" ] || fail "reports/$f missing"
 done
 [ "$(head -1 "$dir/reports/summary.csv" | cut -d, -f1-8)" = \
@@ -37,7 +37,8 @@ sed -i 's/statistic = .*//; s/^\[prune\]/[profile]\nstatistic = "conv_3_mean"\n[
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the statistic change"
 
 # A stage killed half-way has written some files but not its last one, the one make checks:
-# evaluate writes sweep.parquet, then summary.parquet (each via a temporary file and a rename).
+# evaluate writes sweep.parquet and targets.parquet, then summary.parquet (each via a temporary
+# file and a rename).
 rm "$dir/work/evaluate/summary.parquet"
 [ "$(planned)" = "evaluate report" ] || fail "after an interrupted evaluate make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after an interrupted evaluate"
@@ -90,7 +91,8 @@ echo "notes" > "$dir/work/prune/my notes.txt"
 echo "mine" > "$dir/reports/mine.csv"
 make clean CONFIG="$config" >/dev/null 2>&1 || fail "make clean"
 [ -f "$dir/work/prune/my notes.txt" ] && [ -f "$dir/reports/mine.csv" ] || fail "make clean removed a user's file"
-[ ! -e "$dir/work/ingest" ] && [ ! -e "$dir/reports/summary.csv" ] && [ ! -e "$dir/work/prune/sweep.parquet" ] \
+[ ! -e "$dir/work/ingest" ] && [ ! -e "$dir/work/evaluate" ] && [ ! -e "$dir/reports/summary.csv" ] \
+  && [ ! -e "$dir/reports/targets.csv" ] && [ ! -e "$dir/work/prune/sweep.parquet" ] \
   || fail "make clean left pipeline outputs"
 [ -f "$dir/data/valid.h5" ] && [ -f "$config" ] || fail "make clean removed inputs"
 

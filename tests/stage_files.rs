@@ -2,7 +2,7 @@
 //! network can be wrong is one clear error naming the file, exit 1, and no output.
 
 use defense::features::Features;
-use fineprune_tests::{missing_fixtures, run, run_ok, stderr, sweep_config};
+use fineprune_tests::{files_below, missing_fixtures, run, run_ok, stderr, sweep_config};
 use formats::table::{Column, Table};
 use formats::ModelFile;
 use model::DeepIdWeights;
@@ -53,6 +53,7 @@ fn profile_is_checked() {
             for (_, col) in &mut t.columns {
                 match col {
                     Column::Int(v) => v.truncate(10),
+                    Column::Int64(v) => v.truncate(10),
                     Column::Float(v) => v.truncate(10),
                     Column::Text(v) => v.truncate(10),
                 }
@@ -201,11 +202,14 @@ fn evaluate_tables_are_checked() {
     let (dir, c) = pruned_work();
     run_ok("evaluate", &["--config", &c]);
     let eval = dir.path().join("work/evaluate");
-    let (sweep, summary) = (eval.join("sweep.parquet"), eval.join("summary.parquet"));
-    let good = (
-        std::fs::read(&sweep).unwrap(),
-        std::fs::read(&summary).unwrap(),
+    let (sweep, summary, targets) = (
+        eval.join("sweep.parquet"),
+        eval.join("summary.parquet"),
+        eval.join("targets.parquet"),
     );
+    let good: Vec<_> = [&sweep, &summary, &targets]
+        .map(|f| (f, std::fs::read(f).unwrap()))
+        .into();
     let sweep_cases: [(&str, &dyn Fn(&mut Table)); 4] = [
         ("permutation", &|t| {
             if let Column::Int(v) = column(t, "pruned_channel") {
@@ -250,14 +254,72 @@ fn evaluate_tables_are_checked() {
             }
         }),
     ];
-    for (file, cases) in [(&sweep, &sweep_cases), (&summary, &summary_cases)] {
+    // The reference's triggered images all have one target: one row per summary row.
+    let targets_cases: [(&str, &dyn Fn(&mut Table)); 5] = [
+        ("averages", &|t| {
+            if let Column::Float(v) = column(t, "attack_success_rate") {
+                v[1] = Some(v[1].unwrap() / 2.0 + 1.0);
+            }
+        }),
+        ("`images` is 0", &|t| {
+            if let Column::Int64(v) = column(t, "images") {
+                v[2] = Some(0);
+            }
+        }),
+        ("the same triggered images", &|t| {
+            if let Column::Int(v) = column(t, "target") {
+                v[3] = Some(v[3].unwrap() + 1);
+            }
+        }),
+        ("the summary's row 1", &|t| {
+            if let Column::Text(v) = column(t, "network") {
+                v[1] = Some("fine_tuned".into());
+            }
+            if let Column::Float(v) = column(t, "threshold_percent") {
+                v[1] = None;
+            }
+        }),
+        ("has 6 networks, the summary 7", &|t| {
+            for (_, col) in &mut t.columns {
+                match col {
+                    Column::Int(v) => v.truncate(6),
+                    Column::Int64(v) => v.truncate(6),
+                    Column::Float(v) => v.truncate(6),
+                    Column::Text(v) => v.truncate(6),
+                }
+            }
+        }),
+    ];
+    for (file, cases) in [
+        (&sweep, &sweep_cases[..]),
+        (&summary, &summary_cases[..]),
+        (&targets, &targets_cases[..]),
+    ] {
         let name = file.file_name().unwrap().to_str().unwrap();
         for (needle, edit) in cases {
-            std::fs::write(&sweep, &good.0).unwrap();
-            std::fs::write(&summary, &good.1).unwrap();
+            for (f, bytes) in &good {
+                std::fs::write(f, bytes).unwrap();
+            }
             edit_table(file, edit);
             refuses("report", &c, name, needle);
         }
     }
-    assert!(!dir.path().join("reports/summary.csv").exists());
+    assert!(files_below(&dir.path().join("reports")).is_empty());
+    // Untouched, the tables report: targets.csv holds the summary's attack success.
+    for (f, bytes) in &good {
+        std::fs::write(f, bytes).unwrap();
+    }
+    run_ok("report", &["--config", &c]);
+    let csv = std::fs::read_to_string(dir.path().join("reports/targets.csv")).unwrap();
+    let summary_csv = std::fs::read_to_string(dir.path().join("reports/summary.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "network,threshold_percent,target,images,attack_success_rate"
+    );
+    assert_eq!(lines.len(), summary_csv.lines().count());
+    for (t, s) in lines.iter().zip(summary_csv.lines()).skip(1) {
+        let (t, s): (Vec<_>, Vec<_>) = (t.split(',').collect(), s.split(',').collect());
+        assert_eq!((t[0], t[1], t[4]), (s[0], s[1], s[5]), "{t:?} vs {s:?}");
+    }
 }

@@ -1,12 +1,16 @@
 //! The evaluate stage: clean test accuracy and attack success rate of B, of B' after every
 //! pruning step and at each threshold, of the fine-tuned networks, and of the repaired
-//! G(B, B'); and the per-image mode that scores any pair of networks on any dataset.
+//! G(B, B'), the latter per target label too; and the per-image mode that scores any pair of
+//! networks on any dataset.
 
 use crate::features::{extract_many, Features};
 use crate::metrics::{flagged, repaired};
 use crate::models::load_derived;
 use crate::profile::check_same_model;
-use crate::results::{EvaluateSweep, Kind, Scores, Summary, SummaryRow, SweepStep};
+use crate::results::{
+    EvaluateSweep, Kind, NetworkTargets, Scores, Summary, SummaryRow, SweepStep, TargetScore,
+    Targets,
+};
 use crate::sweep::PruneSweep;
 use formats::paths;
 use formats::source::Images;
@@ -16,6 +20,7 @@ use model::metrics::accuracy;
 use model::progress::Progress;
 use model::{DeepIdWeights, Network};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A labelled dataset's predictions by several networks.
@@ -39,6 +44,29 @@ pub fn score(
         flagged_clean: None,
         flagged_poisoned: None,
     }
+}
+
+/// Attack success per target label, ascending: the share of each label's triggered images
+/// that the network sends to it. With several triggers, each with its own target, this is the
+/// attack success of each trigger.
+pub fn per_target(poisoned: &Labelled, poisoned_pred: &[u32]) -> Vec<TargetScore> {
+    let targets: BTreeSet<i32> = poisoned.labels.iter().copied().collect();
+    targets
+        .into_iter()
+        .map(|target| {
+            let (pred, labels): (Vec<u32>, Vec<i32>) = poisoned_pred
+                .iter()
+                .zip(poisoned.labels)
+                .filter(|(_, l)| **l == target)
+                .map(|(p, l)| (*p, *l))
+                .unzip();
+            TargetScore {
+                target,
+                images: labels.len(),
+                attack_success_rate: accuracy(&pred, &labels),
+            }
+        })
+        .collect()
 }
 
 /// B' and G(B, B') from the predictions of B and B' on both sets.
@@ -72,7 +100,8 @@ pub struct EvaluateFiles {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluateSummary {
     pub summary: Vec<SummaryRow>,
-    pub outputs: [PathBuf; 2],
+    /// Sweep, targets, summary.
+    pub outputs: [PathBuf; 3],
 }
 
 /// A fine-tuned network: unpruned (`threshold` None) or fine-pruned.
@@ -216,11 +245,17 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
         valid_accuracy: Some(prune.valid_accuracy[0]),
         scores: score(&c, b.0, &p, b.1),
     }];
+    // Each row's network's answers on the triggered images, for its per-target figures.
+    let mut answers = vec![b.1.to_vec()];
     for hit in &prune.hits {
         let Some(k) = hit.channels_pruned else {
             continue;
         };
-        for (network, scores) in [(Kind::Pruned, &steps[k].0), (Kind::Repaired, &steps[k].1)] {
+        let pruned = &poisoned_steps[k];
+        for (network, scores, pred) in [
+            (Kind::Pruned, &steps[k].0, pruned.clone()),
+            (Kind::Repaired, &steps[k].1, repaired(b.1, pruned, backdoor)),
+        ] {
             rows.push(SummaryRow {
                 network,
                 threshold_percent: Some(hit.threshold_percent),
@@ -228,17 +263,19 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
                 valid_accuracy: Some(prune.valid_accuracy[k]),
                 scores: scores.clone(),
             });
+            answers.push(pred);
         }
     }
     for (tuned, (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
         let head = Head::new(&tuned.net);
         let f_pred = (head.classify(&fc.pool_3), head.classify(&fp.pool_3));
-        let (fine, repaired) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
+        let (fine, g) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
         let kinds = match tuned.threshold {
             Some(_) => [Kind::FinePruned, Kind::RepairedFinePruned],
             None => [Kind::FineTuned, Kind::RepairedFineTuned],
         };
-        for (network, scores) in kinds.into_iter().zip([fine, repaired]) {
+        let g_pred = repaired(b.1, &f_pred.1, backdoor);
+        for ((network, scores), pred) in kinds.into_iter().zip([fine, g]).zip([f_pred.1, g_pred]) {
             rows.push(SummaryRow {
                 network,
                 threshold_percent: tuned.threshold,
@@ -246,10 +283,37 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
                 valid_accuracy: None,
                 scores,
             });
+            answers.push(pred);
         }
     }
-    let sweep_out = files.output_dir.join("sweep.parquet");
-    let summary_out = files.output_dir.join("summary.parquet");
+    let targets = Targets {
+        networks: rows
+            .iter()
+            .zip(&answers)
+            .map(|(r, pred)| NetworkTargets {
+                network: r.network,
+                threshold_percent: r.threshold_percent,
+                targets: per_target(&p, pred),
+            })
+            .collect(),
+    };
+    if targets.networks[0].targets.len() > 1 {
+        for n in &targets.networks {
+            let by_target: Vec<String> = n
+                .targets
+                .iter()
+                .map(|t| format!("{} {:.2}%", t.target, t.attack_success_rate))
+                .collect();
+            tracing::info!(
+                "{}: attack success by target: {}",
+                n.name(),
+                by_target.join(", ")
+            );
+        }
+    }
+    let [sweep_out, targets_out, summary_out] =
+        [paths::EVAL_SWEEP, paths::EVAL_TARGETS, paths::EVAL_SUMMARY]
+            .map(|f| files.output_dir.join(f));
     let sweep = EvaluateSweep {
         steps: steps
             .into_iter()
@@ -264,10 +328,49 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
             .collect(),
     };
     sweep.write(&sweep_out)?;
+    targets.write(&targets_out)?;
+    // The summary goes last: it is what make takes as the stage's completion.
     let summary = Summary { rows };
     summary.write(&summary_out)?;
     Ok(EvaluateSummary {
         summary: summary.rows,
-        outputs: [sweep_out, summary_out],
+        outputs: [sweep_out, targets_out, summary_out],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attack_success_per_target() {
+        // Two triggers: four images with target 3, three with target 7 (labels unsorted).
+        let labels = [7, 3, 3, 7, 3, 7, 3];
+        let poisoned = Labelled {
+            labels: &labels,
+            true_labels: None,
+        };
+        let pred = [7, 3, 0, 1, 3, 2, 3];
+        let want = |target, images, attack_success_rate| TargetScore {
+            target,
+            images,
+            attack_success_rate,
+        };
+        let per = per_target(&poisoned, &pred);
+        assert_eq!(per, [want(3, 4, 75.0), want(7, 3, 33.33333333333333)]);
+        // Weighted by their images, the targets' figures give the whole set's: 4 of 7.
+        let whole = score(&poisoned, &pred, &poisoned, &pred).attack_success_rate;
+        assert_eq!(whole, 57.14285714285714);
+        let n = NetworkTargets {
+            network: Kind::Backdoored,
+            threshold_percent: None,
+            targets: per,
+        };
+        assert!((n.attack_success_rate() - whole).abs() < 1e-12);
+        // A network that sends every triggered image to target 7.
+        assert_eq!(
+            per_target(&poisoned, &[7; 7]),
+            [want(3, 4, 0.0), want(7, 3, 100.0)]
+        );
+    }
 }

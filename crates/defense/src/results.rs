@@ -1,6 +1,7 @@
-//! The evaluate stage's two tables, typed: `evaluate/sweep.parquet` (B' and G after every
-//! pruning step) and `evaluate/summary.parquet` (one row per network kind). Each is written
-//! and read here, and a read checks what the report relies on.
+//! The evaluate stage's tables, typed: `evaluate/sweep.parquet` (B' and G after every
+//! pruning step), `evaluate/summary.parquet` (one row per network kind) and
+//! `evaluate/targets.parquet` (each of those networks' attack success per target label). Each
+//! is written and read here, and a read checks what the report relies on.
 
 use formats::table::{Column, Table};
 use formats::{Error, Result};
@@ -117,6 +118,37 @@ pub struct Summary {
 
 fn floats<T>(rows: &[T], f: impl Fn(&T) -> Option<f64>) -> Column {
     Column::Float(rows.iter().map(f).collect())
+}
+
+fn kinds<T>(rows: &[T], f: impl Fn(&T) -> Kind) -> Column {
+    Column::Text(rows.iter().map(|r| Some(f(r).as_str().into())).collect())
+}
+
+/// A network as people name it: its kind, and its threshold where it has one.
+fn describe(network: Kind, threshold: Option<f64>) -> String {
+    match threshold {
+        Some(t) => format!("{} at {t} points", network.as_str()),
+        None => network.as_str().into(),
+    }
+}
+
+/// A row's `network` and `threshold_percent`: a known kind, with a threshold exactly where
+/// the kind has one.
+fn network(name: &Option<String>, threshold: Option<f64>) -> std::result::Result<Kind, String> {
+    let name = name.as_deref().unwrap_or_default();
+    let network = Kind::parse(name).ok_or_else(|| {
+        format!(
+            "`network` is {name:?}, not one of {}",
+            Kind::ALL.map(Kind::as_str).join(", ")
+        )
+    })?;
+    if network.has_threshold() != threshold.is_some() {
+        return Err(format!(
+            "a {name} network must {}have a threshold",
+            if network.has_threshold() { "" } else { "not " }
+        ));
+    }
+    Ok(network)
 }
 
 /// A column of percentages: each present value finite and within 0..=100.
@@ -335,10 +367,7 @@ impl Summary {
     pub fn to_table(&self) -> Table {
         let r = &self.rows;
         Table::new()
-            .with(
-                "network",
-                Column::Text(r.iter().map(|r| Some(r.network.as_str().into())).collect()),
-            )
+            .with("network", kinds(r, |r| r.network))
             .with("threshold_percent", floats(r, |r| r.threshold_percent))
             .with(
                 "channels_pruned",
@@ -378,29 +407,12 @@ impl Summary {
         let (fc, fp, robust) = (fc?, fp?, robust?);
         let mut rows = Vec::with_capacity(t.rows());
         for i in 0..t.rows() {
-            let name = names[i].as_deref().unwrap_or_default();
-            let network = Kind::parse(name).ok_or_else(|| {
-                bad(
-                    i,
-                    format!(
-                        "`network` is {name:?}, not one of {}",
-                        Kind::ALL.map(Kind::as_str).join(", ")
-                    ),
-                )
-            })?;
+            let network = network(&names[i], thresholds[i]).map_err(|m| bad(i, m))?;
+            let name = network.as_str();
             if (i == 0) != (network == Kind::Backdoored) {
                 return Err(bad(
                     i,
                     "the backdoored network must be the first row, once".into(),
-                ));
-            }
-            if network.has_threshold() != thresholds[i].is_some() {
-                return Err(bad(
-                    i,
-                    format!(
-                        "a {name} network must {}have a threshold",
-                        if network.has_threshold() { "" } else { "not " }
-                    ),
                 ));
             }
             if network.is_repaired() != (fc[i].is_some() && fp[i].is_some()) {
@@ -464,5 +476,319 @@ impl Summary {
             }
         }
         Ok(())
+    }
+}
+
+/// A network's attack success on the triggered images of one target label, in percent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetScore {
+    pub target: i32,
+    /// Triggered images with this label.
+    pub images: usize,
+    pub attack_success_rate: f64,
+}
+
+/// One summary row's network, scored per target label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkTargets {
+    pub network: Kind,
+    pub threshold_percent: Option<f64>,
+    /// Every target label of the triggered set, ascending.
+    pub targets: Vec<TargetScore>,
+}
+
+impl NetworkTargets {
+    pub fn name(&self) -> String {
+        describe(self.network, self.threshold_percent)
+    }
+
+    /// Attack success over all triggered images: the targets' figures weighted by their images.
+    pub fn attack_success_rate(&self) -> f64 {
+        let images: usize = self.targets.iter().map(|t| t.images).sum();
+        let weighted: f64 = self
+            .targets
+            .iter()
+            .map(|t| t.images as f64 * t.attack_success_rate)
+            .sum();
+        weighted / images as f64
+    }
+}
+
+/// `evaluate/targets.parquet`: one row per summary row and target label, in the summary's
+/// order, targets ascending within each network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Targets {
+    pub networks: Vec<NetworkTargets>,
+}
+
+impl Targets {
+    pub fn to_table(&self) -> Table {
+        let r: Vec<(&NetworkTargets, &TargetScore)> = self
+            .networks
+            .iter()
+            .flat_map(|n| n.targets.iter().map(move |t| (n, t)))
+            .collect();
+        Table::new()
+            .with("network", kinds(&r, |(n, _)| n.network))
+            .with(
+                "threshold_percent",
+                floats(&r, |(n, _)| n.threshold_percent),
+            )
+            .with("target", Column::ints(r.iter().map(|(_, t)| t.target)))
+            .with(
+                "images",
+                Column::Int64(r.iter().map(|(_, t)| Some(t.images as i64)).collect()),
+            )
+            .with(
+                SUMMARY_SCORES[1],
+                floats(&r, |(_, t)| Some(t.attack_success_rate)),
+            )
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        self.to_table().write(path)
+    }
+
+    /// Reads and checks: known network kinds with a threshold exactly where a kind has one,
+    /// targets strictly ascending within each network, images > 0, percentages, and every
+    /// network scored on the same images (the same targets and image counts).
+    pub fn read(path: &Path) -> Result<Self> {
+        let t = Table::read(path)?;
+        let bad = |row: usize, m: String| Error::invalid(path, format!("row {row}: {m}"));
+        let names = t.texts("network")?;
+        let thresholds = t.floats("threshold_percent")?;
+        let targets = t.ints("target")?;
+        let images = t.int64s("images")?;
+        let asr = full_percents(&t, SUMMARY_SCORES[1])?;
+        let mut networks: Vec<NetworkTargets> = Vec::new();
+        for i in 0..t.rows() {
+            let network = network(&names[i], thresholds[i]).map_err(|m| bad(i, m))?;
+            let score = TargetScore {
+                target: targets[i],
+                images: usize::try_from(images[i])
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(i, format!("`images` is {}", images[i])))?,
+                attack_success_rate: asr[i],
+            };
+            // A network's rows are consecutive; the next network starts where the key changes.
+            match networks.last_mut() {
+                Some(last)
+                    if last.network == network && last.threshold_percent == thresholds[i] =>
+                {
+                    let previous = last.targets.last().map_or(i32::MIN, |t| t.target);
+                    if score.target <= previous {
+                        return Err(bad(
+                            i,
+                            format!(
+                                "target {} after {previous}: the targets of a network must ascend",
+                                score.target
+                            ),
+                        ));
+                    }
+                    last.targets.push(score);
+                }
+                _ => networks.push(NetworkTargets {
+                    network,
+                    threshold_percent: thresholds[i],
+                    targets: vec![score],
+                }),
+            }
+        }
+        let Some(first) = networks.first() else {
+            return Err(Error::invalid(path, "has no rows"));
+        };
+        let counts = |n: &NetworkTargets| -> Vec<(i32, usize)> {
+            n.targets.iter().map(|t| (t.target, t.images)).collect()
+        };
+        if let Some(other) = networks.iter().find(|n| counts(n) != counts(first)) {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "{} has (target, images) {:?} but {} has {:?}: every network is scored on the same triggered images",
+                    other.name(),
+                    counts(other),
+                    first.name(),
+                    counts(first)
+                ),
+            ));
+        }
+        Ok(Self { networks })
+    }
+
+    /// The targets and the summary must come from one evaluate run: the summary's networks in
+    /// its order, each with the summary's attack success as its images-weighted mean.
+    pub fn check_against(&self, path: &Path, summary: &Summary) -> Result<()> {
+        let rerun = |m: String| {
+            Error::invalid(
+                path,
+                format!("{m}; the two come from different evaluate runs: re-run evaluate"),
+            )
+        };
+        let (ours, theirs) = (self.networks.len(), summary.rows.len());
+        if ours != theirs {
+            return Err(rerun(format!("has {ours} networks, the summary {theirs}")));
+        }
+        for (i, (n, row)) in self.networks.iter().zip(&summary.rows).enumerate() {
+            if (n.network, n.threshold_percent) != (row.network, row.threshold_percent) {
+                return Err(rerun(format!(
+                    "network {i} is {}, the summary's row {i} {}",
+                    n.name(),
+                    describe(row.network, row.threshold_percent)
+                )));
+            }
+            let (mean, want) = (n.attack_success_rate(), row.scores.attack_success_rate);
+            if (mean - want).abs() > 1e-9 {
+                return Err(rerun(format!(
+                    "the attack success of {} averages {mean}% over its targets, not the summary's {want}%",
+                    n.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(network: Kind, threshold: Option<f64>, asr: f64) -> SummaryRow {
+        SummaryRow {
+            network,
+            threshold_percent: threshold,
+            channels_pruned: threshold.map_or(0, |_| 5),
+            valid_accuracy: None,
+            scores: Scores {
+                clean_test_accuracy: 90.0,
+                attack_success_rate: asr,
+                ..Scores::default()
+            },
+        }
+    }
+
+    fn scored(network: Kind, threshold: Option<f64>, asr: [f64; 2]) -> NetworkTargets {
+        NetworkTargets {
+            network,
+            threshold_percent: threshold,
+            targets: vec![
+                TargetScore {
+                    target: 3,
+                    images: 4,
+                    attack_success_rate: asr[0],
+                },
+                TargetScore {
+                    target: 7,
+                    images: 2,
+                    attack_success_rate: asr[1],
+                },
+            ],
+        }
+    }
+
+    /// B (3 of 4 and 1 of 2 triggered images sent to their target: 4 of 6 overall) and B' at
+    /// 4 points (none, then 1 of 2: 1 of 6).
+    fn run() -> (Summary, Targets) {
+        let summary = Summary {
+            rows: vec![
+                row(Kind::Backdoored, None, 66.66666666666666),
+                row(Kind::Pruned, Some(4.0), 16.666666666666664),
+            ],
+        };
+        let targets = Targets {
+            networks: vec![
+                scored(Kind::Backdoored, None, [75.0, 50.0]),
+                scored(Kind::Pruned, Some(4.0), [0.0, 50.0]),
+            ],
+        };
+        (summary, targets)
+    }
+
+    fn column<'a>(t: &'a mut Table, name: &str) -> &'a mut Column {
+        &mut t.columns.iter_mut().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn refused(e: Error, needle: &str) {
+        let m = e.to_string();
+        assert!(m.contains("targets.parquet") && m.contains(needle), "{m}");
+    }
+
+    #[test]
+    fn targets_round_trip_and_agree_with_their_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.parquet");
+        let (summary, targets) = run();
+        assert_eq!(targets.networks[1].name(), "pruned at 4 points");
+        assert_eq!(targets.networks[1].attack_success_rate(), 100.0 / 6.0);
+        targets.write(&path).unwrap();
+        let t = Table::read(&path).unwrap();
+        assert_eq!(t.ints("target").unwrap(), [3, 7, 3, 7]);
+        assert_eq!(t.int64s("images").unwrap(), [4, 2, 4, 2]);
+        let back = Targets::read(&path).unwrap();
+        assert_eq!(back, targets);
+        back.check_against(&path, &summary).unwrap();
+
+        // B' scored 1 of 4 on target 3: weighted, 2 of 6, not the summary's 1 of 6.
+        let mut other = targets.clone();
+        other.networks[1].targets[0].attack_success_rate = 25.0;
+        refused(
+            other.check_against(&path, &summary).unwrap_err(),
+            "averages 33.33",
+        );
+        let mut other = targets.clone();
+        other.networks[1].threshold_percent = Some(2.0);
+        refused(
+            other.check_against(&path, &summary).unwrap_err(),
+            "network 1 is pruned at 2 points, the summary's row 1 pruned at 4 points",
+        );
+        let mut other = targets.clone();
+        other.networks.pop();
+        refused(
+            other.check_against(&path, &summary).unwrap_err(),
+            "has 1 networks, the summary 2",
+        );
+    }
+
+    #[test]
+    fn targets_that_break_their_rules_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.parquet");
+        let (_, targets) = run();
+        let cases: [(&str, &dyn Fn(&mut Table)); 5] = [
+            ("row 1: target 3 after 3", &|t| {
+                if let Column::Int(v) = column(t, "target") {
+                    v[1] = Some(3);
+                }
+            }),
+            ("row 3: `images` is 0", &|t| {
+                if let Column::Int64(v) = column(t, "images") {
+                    v[3] = Some(0);
+                }
+            }),
+            ("not a percentage", &|t| {
+                if let Column::Float(v) = column(t, "attack_success_rate") {
+                    v[2] = Some(120.0);
+                }
+            }),
+            ("row 2: a pruned network must have a threshold", &|t| {
+                if let Column::Float(v) = column(t, "threshold_percent") {
+                    v[2] = None;
+                }
+            }),
+            (
+                "every network is scored on the same triggered images",
+                &|t| {
+                    if let Column::Int64(v) = column(t, "images") {
+                        v[2] = Some(5);
+                    }
+                },
+            ),
+        ];
+        for (needle, edit) in cases {
+            let mut t = targets.to_table();
+            edit(&mut t);
+            t.write(&path).unwrap();
+            refused(Targets::read(&path).unwrap_err(), needle);
+        }
     }
 }

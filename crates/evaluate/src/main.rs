@@ -1,7 +1,8 @@
 //! `evaluate`: clean test accuracy and attack success rate of B, of B' after every pruning
 //! step and at each threshold, of the fine-tuned networks, and of the repaired G(B, B') ->
-//! `work/evaluate/sweep.parquet` and `work/evaluate/summary.parquet`. (`predict` gives the
-//! answers of B, B' and G image by image.)
+//! `work/evaluate/sweep.parquet`, `work/evaluate/targets.parquet` (attack success per target
+//! label) and `work/evaluate/summary.parquet`. (`predict` gives the answers of B, B' and G
+//! image by image.)
 
 use clap::Parser;
 use cli::progress::Bars;
@@ -76,10 +77,11 @@ fn main() -> std::process::ExitCode {
                 flags.unwrap_or_default()
             );
         }
-        let [sweep, summary] = &s.outputs;
+        let [sweep, targets, summary] = &s.outputs;
         println!(
-            "-> {}, {} ({seconds:.2} s)",
+            "-> {}, {}, {} ({seconds:.2} s)",
             sweep.display(),
+            targets.display(),
             summary.display()
         );
         Ok(())

@@ -70,13 +70,19 @@ impl WorkPaths {
     }
 
     pub fn eval_sweep(&self) -> PathBuf {
-        self.at("evaluate", "sweep.parquet")
+        self.at("evaluate", EVAL_SWEEP)
     }
 
     pub fn eval_summary(&self) -> PathBuf {
-        self.at("evaluate", "summary.parquet")
+        self.at("evaluate", EVAL_SUMMARY)
     }
 }
+
+/// The evaluate stage's files: B' and G after every pruning step, attack success per target
+/// label, and one row per network (the file make tracks, so written last).
+pub const EVAL_SWEEP: &str = "sweep.parquet";
+pub const EVAL_TARGETS: &str = "targets.parquet";
+pub const EVAL_SUMMARY: &str = "summary.parquet";
 
 /// How a threshold appears in file names: `2` for 2.0, `2.5` for 2.5.
 pub fn label(threshold: f64) -> String {
@@ -111,10 +117,11 @@ pub const STAGE_DIRS: [&str; 6] = [
 ];
 
 /// The files the report stage writes.
-pub const REPORT_FILES: [&str; 5] = [
+pub const REPORT_FILES: [&str; 6] = [
     "performance.csv",
     "sweep.csv",
     "summary.csv",
+    "targets.csv",
     "plot.png",
     "plot.svg",
 ];
@@ -164,7 +171,7 @@ pub fn written_by(stage: &str, name: &str) -> bool {
                 || is_model_file(name, |stem| stem == FINETUNED_UNPRUNED_STEM)
                 || is_threshold_model(name, FINETUNED_PREFIX)
         }
-        "evaluate" => name == "sweep.parquet" || name == "summary.parquet",
+        "evaluate" => [EVAL_SWEEP, EVAL_TARGETS, EVAL_SUMMARY].contains(&name),
         _ => false,
     })
 }
@@ -190,4 +197,20 @@ pub fn remove_stale(dir: &Path, prefix: &str, keep: &[PathBuf]) -> crate::Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_knows_the_evaluate_and_report_files() {
+        for name in [EVAL_SWEEP, EVAL_TARGETS, EVAL_SUMMARY] {
+            assert!(written_by("evaluate", name), "{name}");
+            assert!(written_by("evaluate", &format!(".tmp-42-{name}")), "{name}");
+        }
+        assert!(!written_by("evaluate", "notes.parquet"));
+        assert!(is_report_file("targets.csv") && is_report_file(".tmp-7-targets.csv"));
+        assert!(!is_report_file("targets.parquet"));
+    }
 }

@@ -4,7 +4,9 @@
 use crate::atomic::AtomicFile;
 use crate::checksum;
 use crate::error::{Error, Result, WithPath};
-use arrow::array::{Array, ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -35,6 +37,8 @@ impl Floats {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
     Int(Vec<Option<i32>>),
+    /// For counts that may pass Int32's range (images).
+    Int64(Vec<Option<i64>>),
     Float(Vec<Option<f64>>),
     Text(Vec<Option<String>>),
 }
@@ -51,6 +55,7 @@ impl Column {
     fn array(&self) -> (DataType, ArrayRef) {
         match self {
             Column::Int(v) => (DataType::Int32, Arc::new(Int32Array::from(v.clone()))),
+            Column::Int64(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
             Column::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
             Column::Text(v) => (DataType::Utf8, Arc::new(StringArray::from(v.clone()))),
         }
@@ -60,6 +65,7 @@ impl Column {
     pub fn extend_from(&mut self, other: &Column) {
         match (self, other) {
             (Column::Int(a), Column::Int(b)) => a.extend_from_slice(b),
+            (Column::Int64(a), Column::Int64(b)) => a.extend_from_slice(b),
             (Column::Float(a), Column::Float(b)) => a.extend_from_slice(b),
             (Column::Text(a), Column::Text(b)) => a.extend_from_slice(b),
             (this, other) => (0..other.len()).for_each(|_| this.push_null()),
@@ -69,6 +75,7 @@ impl Column {
     pub fn push_null(&mut self) {
         match self {
             Column::Int(v) => v.push(None),
+            Column::Int64(v) => v.push(None),
             Column::Float(v) => v.push(None),
             Column::Text(v) => v.push(None),
         }
@@ -77,6 +84,7 @@ impl Column {
     pub fn len(&self) -> usize {
         match self {
             Column::Int(v) => v.len(),
+            Column::Int64(v) => v.len(),
             Column::Float(v) => v.len(),
             Column::Text(v) => v.len(),
         }
@@ -128,6 +136,7 @@ impl Table {
         for row in 0..self.rows() {
             w.write_record(self.columns.iter().map(|(_, c)| match c {
                 Column::Int(v) => v[row].map(|x| x.to_string()).unwrap_or_default(),
+                Column::Int64(v) => v[row].map(|x| x.to_string()).unwrap_or_default(),
                 Column::Float(v) => v[row].map(|x| floats.format(x)).unwrap_or_default(),
                 Column::Text(v) => v[row].clone().unwrap_or_default(),
             }))
@@ -187,6 +196,9 @@ impl Table {
                     DataType::Int32 => {
                         Column::Int(a.as_any().downcast_ref::<Int32Array>()?.iter().collect())
                     }
+                    DataType::Int64 => {
+                        Column::Int64(a.as_any().downcast_ref::<Int64Array>()?.iter().collect())
+                    }
                     DataType::Float64 => {
                         Column::Float(a.as_any().downcast_ref::<Float64Array>()?.iter().collect())
                     }
@@ -226,16 +238,30 @@ impl Table {
     /// A column of integers without nulls.
     pub fn ints(&self, name: &str) -> Result<Vec<i32>> {
         match self.column(name)? {
-            Column::Int(v) => v
-                .iter()
-                .map(|x| x.ok_or(()))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|()| Error::invalid(&self.path, format!("column `{name}` has nulls"))),
+            Column::Int(v) => self.no_nulls(name, v),
             _ => Err(Error::invalid(
                 &self.path,
                 format!("column `{name}` is not Int32"),
             )),
         }
+    }
+
+    /// A column of 64-bit integers without nulls.
+    pub fn int64s(&self, name: &str) -> Result<Vec<i64>> {
+        match self.column(name)? {
+            Column::Int64(v) => self.no_nulls(name, v),
+            _ => Err(Error::invalid(
+                &self.path,
+                format!("column `{name}` is not Int64"),
+            )),
+        }
+    }
+
+    fn no_nulls<T: Copy>(&self, name: &str, v: &[Option<T>]) -> Result<Vec<T>> {
+        v.iter()
+            .map(|x| x.ok_or(()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|()| Error::invalid(&self.path, format!("column `{name}` has nulls")))
     }
 
     /// A column of floats (nulls kept).

@@ -1,8 +1,9 @@
-//! `report`: `reports/performance.csv` in the reference script's exact format, `sweep.csv` and
-//! `summary.csv` with every column, and `plot.png` / `plot.svg`.
+//! `report`: `reports/performance.csv` in the reference script's exact format, `sweep.csv`,
+//! `summary.csv` and `targets.csv` with every column, and `plot.png` / `plot.svg`.
 
 use clap::Parser;
 use cli::CommonArgs;
+use formats::paths;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,6 +18,10 @@ struct Args {
     /// Per-network scores (default: `<work>/evaluate/summary.parquet`).
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Attack success per target label (default: `targets.parquet` beside the summary, where
+    /// evaluate writes it).
+    #[arg(long)]
+    targets: Option<PathBuf>,
     /// Output folder (overrides `[work] reports`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -29,8 +34,11 @@ fn main() -> std::process::ExitCode {
         let t = Instant::now();
         let sweep = args.sweep.unwrap_or_else(|| work.eval_sweep());
         let summary = args.summary.unwrap_or_else(|| work.eval_summary());
+        let targets = args
+            .targets
+            .unwrap_or_else(|| summary.with_file_name(paths::EVAL_TARGETS));
         let out = args.output_dir.unwrap_or(config.work.reports.clone());
-        let files = reports::run(&sweep, &summary, &out)?;
+        let files = reports::run(&sweep, &summary, &targets, &out)?;
         if args.common.json {
             cli::print_json(&serde_json::json!({
                 "stage": "report",

@@ -5,7 +5,7 @@ pub mod plot;
 mod text;
 pub mod zoo;
 
-use defense::results::{EvaluateSweep, Kind, Scores, Summary, SweepStep};
+use defense::results::{EvaluateSweep, Kind, Scores, Summary, SweepStep, Targets};
 use formats::atomic;
 use formats::error::Result;
 use formats::table::Floats;
@@ -27,16 +27,20 @@ pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result
     atomic::write_bytes(path, text.as_bytes())
 }
 
-/// The report stage: from evaluate's sweep and summary tables to `performance.csv`,
-/// `sweep.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`; returns the files.
+/// The report stage: from evaluate's sweep, summary and targets tables to `performance.csv`,
+/// `sweep.csv`, `targets.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`; returns
+/// the files.
 pub fn run(
     sweep_path: &Path,
     summary_path: &Path,
+    targets_path: &Path,
     out_dir: &Path,
 ) -> Result<Vec<std::path::PathBuf>> {
     let sweep = EvaluateSweep::read(sweep_path)?;
     let summary = Summary::read(summary_path)?;
     summary.check_against(summary_path, &sweep)?;
+    let targets = Targets::read(targets_path)?;
+    targets.check_against(targets_path, &summary)?;
     let performance: Vec<_> = sweep
         .steps
         .iter()
@@ -53,13 +57,18 @@ pub fn run(
     let total = sweep.channels() as f64;
     let data = plot_data(&sweep, &summary, total);
 
-    // performance.csv, sweep.csv, summary.csv, plot.png, plot.svg
     let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
-    write_performance_csv(&files[0], &performance)?;
-    sweep.to_table().write_csv(&files[1], Floats::Repr)?;
-    plot::write(&data, &files[3], &files[4])?;
+    let [performance_csv, sweep_csv, summary_csv, targets_csv, png, svg] = &files;
+    write_performance_csv(performance_csv, &performance)?;
+    sweep.to_table().write_csv(sweep_csv, Floats::Repr)?;
+    targets
+        .to_table()
+        .write_csv(targets_csv, Floats::Fixed(2))?;
+    plot::write(&data, png, svg)?;
     // The summary goes last: it is what make takes as the stage's completion.
-    summary.to_table().write_csv(&files[2], Floats::Fixed(2))?;
+    summary
+        .to_table()
+        .write_csv(summary_csv, Floats::Fixed(2))?;
     Ok(files.to_vec())
 }
 
