@@ -135,6 +135,20 @@ const STAGES: [&str; 6] = [
     "ingest", "profile", "prune", "finetune", "evaluate", "report",
 ];
 
+/// Other methods, measured on the same inputs beside the pipeline (outside its total): a stage
+/// label, the stage binary, the configuration lines that select the method, and the folder
+/// under `work/extras/` it writes to.
+const EXTRAS: [(&str, &str, &str, &str); 3] = [
+    ("profile rnp", "profile", "[profile]\nstatistic = \"rnp\"\n", "rnp"),
+    ("finetune fst", "finetune", "[finetune]\nfeature_shift = 0.2\n", "fst"),
+    ("finetune conv_1", "finetune", "[finetune]\ntrain_from = \"conv_1\"\n", "conv_1"),
+];
+
+/// Whether a measured row is one of the pipeline's stages (counted in its total).
+pub fn is_pipeline_stage(stage: &str) -> bool {
+    STAGES.contains(&stage)
+}
+
 /// Marks a work folder as the benchmark's own, so a re-run may empty it.
 const MARKER: &str = ".fineprune-bench";
 
@@ -164,17 +178,28 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
     std::fs::create_dir_all(&work).at(&work)?;
     std::fs::write(work.join(MARKER), "").at(&work)?;
     let summary = dir.join("stage.json");
-    let mut rows = Vec::new();
-    for stage in STAGES {
+    // One stage as a child process, its JSON summary in `summary`.
+    let stage_run = |config: &Path, stage: &str, args: &[std::ffi::OsString]| {
         let out = std::fs::File::create(&summary).at(&summary)?;
-        let (seconds, peak_rss_mib) = measure(
+        measure(
             Command::new(bin.join(stage))
                 .arg("--config")
-                .arg(&config)
+                .arg(config)
                 .arg("--json")
+                .args(args)
                 .env("RUST_LOG", "warn")
                 .stdout(out),
-        )?;
+        )
+    };
+    let images_per_second_trained = || -> Result<Option<f64>> {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).at(&summary)?)
+                .map_err(|e| Error::invalid(&summary, e.to_string()))?;
+        Ok(json["training_images_per_second"].as_f64())
+    };
+    let mut rows = Vec::new();
+    for stage in STAGES {
+        let (seconds, peak_rss_mib) = stage_run(&config, stage, &[])?;
         let images = match stage {
             "ingest" => Some((sizes.valid + sizes.test + sizes.poisoned_test) as f64),
             "profile" | "prune" => Some(sizes.valid as f64),
@@ -182,10 +207,7 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
             _ => None,
         };
         let images_per_second = if stage == "finetune" {
-            let json: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&summary).at(&summary)?)
-                    .map_err(|e| Error::invalid(&summary, e.to_string()))?;
-            json["training_images_per_second"].as_f64()
+            images_per_second_trained()?
         } else {
             images.map(|n| n / seconds)
         };
@@ -197,6 +219,30 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
         });
     }
     rows.push(predict(bin, &work, inputs, sizes)?);
+    for (label, stage, lines, folder) in EXTRAS {
+        let extra = dir.join(format!("bench-{folder}.toml"));
+        formats::atomic::write_bytes(&extra, format!("{text}{lines}").as_bytes())?;
+        let out = work.join("extras").join(folder);
+        let args: Vec<std::ffi::OsString> = match stage {
+            "profile" => vec![
+                "--output".into(),
+                out.join("activations.parquet").into(),
+                "--features-output".into(),
+                out.join("valid_pool_3.safetensors").into(),
+            ],
+            _ => vec!["--output-dir".into(), out.into()],
+        };
+        let (seconds, peak_rss_mib) = stage_run(&extra, stage, &args)?;
+        rows.push(Measured {
+            stage: label,
+            seconds,
+            peak_rss_mib,
+            images_per_second: match stage {
+                "profile" => Some(sizes.valid as f64 / seconds),
+                _ => images_per_second_trained()?,
+            },
+        });
+    }
     Ok(rows)
 }
 

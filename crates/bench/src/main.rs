@@ -89,12 +89,13 @@ fn main() -> std::process::ExitCode {
                 r.stage, r.seconds, r.peak_rss_mib
             );
         }
-        // The pipeline's own stages; predict is the deployed defense, run afterwards.
-        let pipeline = rows.iter().filter(|r| r.stage != "predict");
+        // The pipeline's own stages; predict (the deployed defense) and the other methods run
+        // afterwards.
+        let pipeline = rows.iter().filter(|r| bench::is_pipeline_stage(r.stage));
         let total: f64 = pipeline.clone().map(|r| r.seconds).sum();
         let peak = pipeline.map(|r| r.peak_rss_mib).fold(0.0, f64::max);
         println!("{:<16} {total:>9.2} {peak:>14.0}", "ingest..report");
-        println!("finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings)");
+        println!("finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings); rnp: [profile] statistic = \"rnp\"; fst: [finetune] feature_shift = 0.2; conv_1: [finetune] train_from = \"conv_1\"");
         Ok(())
     })
 }

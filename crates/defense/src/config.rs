@@ -2,6 +2,7 @@
 //! `[evaluate]`.
 
 use formats::config::{check_rate, Table};
+use model::rnp;
 use model::train::{Optimizer, Recipe, Schedule, Select};
 use model::LayerName;
 use serde::{Deserialize, Serialize};
@@ -15,18 +16,67 @@ pub enum Statistic {
     /// After ReLU, before pooling.
     #[serde(rename = "conv_3_mean")]
     Conv3Mean,
+    /// Reconstructive neuron pruning's channel masks ([`model::rnp`]): ranks the backdoor's
+    /// channels first rather than the least active ones.
+    Rnp,
 }
 
+/// `[profile]`: the ranking, and RNP's settings (used by `statistic = "rnp"` alone).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProfileConfig {
     pub statistic: Statistic,
+    /// The lowest layer unlearned: `conv_3` freezes conv_1 and conv_2, `conv_1` unlearns
+    /// every layer.
+    pub unlearn_from: String,
+    pub unlearn_learning_rate: f64,
+    pub unlearn_weight_decay: f64,
+    /// Unlearning stops at the first batch on which accuracy (percent) is below this.
+    pub unlearn_accuracy: f64,
+    pub unlearn_max_steps: usize,
+    pub mask_learning_rate: f64,
+    pub mask_epochs: usize,
+    pub mask_l1: f64,
+    /// SGD's momentum, unlearning and masks alike.
+    pub momentum: f64,
+    pub batch_size: usize,
+    pub seed: u64,
 }
 
 impl Default for ProfileConfig {
     fn default() -> Self {
         Self {
             statistic: Statistic::Pool3Mean,
+            unlearn_from: "conv_3".into(),
+            unlearn_learning_rate: 0.01,
+            unlearn_weight_decay: 5e-4,
+            unlearn_accuracy: 20.0,
+            unlearn_max_steps: 2000,
+            mask_learning_rate: 0.04,
+            mask_epochs: 20,
+            mask_l1: 0.0,
+            momentum: 0.9,
+            batch_size: 128,
+            seed: 13,
+        }
+    }
+}
+
+impl ProfileConfig {
+    /// RNP's settings as this table gives them (checked names).
+    pub fn rnp(&self) -> rnp::Settings {
+        rnp::Settings {
+            unlearn_from: LayerName::parse(&self.unlearn_from).unwrap_or(LayerName::Conv3),
+            unlearn_learning_rate: self.unlearn_learning_rate,
+            unlearn_weight_decay: self.unlearn_weight_decay,
+            unlearn_accuracy: self.unlearn_accuracy,
+            unlearn_max_steps: self.unlearn_max_steps,
+            mask_learning_rate: self.mask_learning_rate,
+            mask_epochs: self.mask_epochs,
+            mask_l1: self.mask_l1,
+            momentum: self.momentum,
+            batch_size: self.batch_size,
+            seed: self.seed,
         }
     }
 }
@@ -145,6 +195,53 @@ impl Table for ProfileConfig {
     const NAME: &'static str = "profile";
 
     fn check(&self) -> Result<(), String> {
+        if LayerName::parse(&self.unlearn_from)
+            .and_then(LayerName::conv)
+            .is_none()
+        {
+            return Err(format!(
+                "profile.unlearn_from must be conv_1, conv_2, conv_3 or conv_4, got {:?}",
+                self.unlearn_from
+            ));
+        }
+        check_rate("profile.unlearn_learning_rate", self.unlearn_learning_rate)?;
+        check_rate("profile.mask_learning_rate", self.mask_learning_rate)?;
+        for (key, v) in [
+            ("unlearn_max_steps", self.unlearn_max_steps),
+            ("mask_epochs", self.mask_epochs),
+            ("batch_size", self.batch_size),
+        ] {
+            if v == 0 {
+                return Err(format!("profile.{key} must be at least 1"));
+            }
+        }
+        let weight = |v: f64| (0.0..f64::INFINITY).contains(&v);
+        let (decay, l1, momentum, accuracy) = (
+            self.unlearn_weight_decay,
+            self.mask_l1,
+            self.momentum,
+            self.unlearn_accuracy,
+        );
+        for (key, v, ok, range) in [
+            ("unlearn_weight_decay", decay, weight(decay), "[0, inf)"),
+            ("mask_l1", l1, weight(l1), "[0, inf)"),
+            (
+                "momentum",
+                momentum,
+                (0.0..1.0).contains(&momentum),
+                "[0, 1)",
+            ),
+            (
+                "unlearn_accuracy",
+                accuracy,
+                accuracy > 0.0 && accuracy <= 100.0,
+                "(0, 100]",
+            ),
+        ] {
+            if !ok {
+                return Err(format!("profile.{key} must be in {range}, got {v}"));
+            }
+        }
         Ok(())
     }
 }

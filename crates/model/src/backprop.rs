@@ -9,6 +9,8 @@
 //! gradient buffer. The groups' gradients are then summed in a fixed order, so the result
 //! does not depend on the number of cores. Layers below `first` are frozen: a caller can
 //! compute their output once ([`Net::features`]) and train from there.
+//! [`Net::pool_3_gradient`] runs the head alone, every parameter fixed, and returns the
+//! gradient with respect to its pool_3 inputs (what RNP's channel masks need, [`crate::rnp`]).
 
 use crate::geometry::{
     convolved, pooled, Conv, LayerName, Layers, CONV4_LEN, CONV_1, CONV_2, CONV_3, CONV_4,
@@ -171,26 +173,45 @@ impl Net {
     /// Inputs of conv layer `first` (NHWC, [`input_len`] per image) for CSAW (C, H, W)
     /// images, multiplied by `scale`; the identity copy for `first` = 0.
     pub fn features(&self, first: TrainFrom, pixels: &[f32], scale: f32) -> Vec<f32> {
-        let TrainFrom(first) = first;
-        let n = pixels.len() / IMAGE_LEN;
-        let mut out = vec![0f32; n * input_len(first)];
-        out.par_chunks_mut(input_len(first))
-            .zip(pixels.par_chunks(IMAGE_LEN))
-            .for_each_init(Task::default, |t, (dst, image)| {
-                t.input.resize(IMAGE_LEN, 0.0);
-                to_nhwc(image, scale, &mut t.input);
-                for l in 0..first {
+        self.forward(pixels, IMAGE_LEN, 0, first.0, |image, input| {
+            to_nhwc(image, scale, input)
+        })
+    }
+
+    /// Inputs of conv layer `to` for inputs of conv layer `from` (NHWC, per image
+    /// `from.input_len()` in, `to.input_len()` out): the layers in between, on the network
+    /// as it is now.
+    pub fn advance(&self, from: TrainFrom, to: TrainFrom, inputs: &[f32]) -> Vec<f32> {
+        self.forward(inputs, from.input_len(), from.0, to.0, |x, input| {
+            input.copy_from_slice(x)
+        })
+    }
+
+    /// Each image of `x` (`x_len` values), made the NHWC input of conv layer `from` by
+    /// `load`, through the convolutions `from..to`, one image per task.
+    fn forward(
+        &self,
+        x: &[f32],
+        x_len: usize,
+        from: usize,
+        to: usize,
+        load: impl Fn(&[f32], &mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        let n = x.len() / x_len;
+        let mut out = vec![0f32; n * input_len(to)];
+        out.par_chunks_mut(input_len(to))
+            .zip(x.par_chunks(x_len))
+            .for_each_init(Task::default, |t, (dst, src)| {
+                t.input.resize(input_len(from), 0.0);
+                load(src, &mut t.input[..]);
+                for l in from..to {
                     t.z[l].resize(z_len(l), 0.0);
                     t.a[l].resize(input_len(l + 1), 0.0);
                     let (below, above) = t.a.split_at_mut(l);
-                    let x = if l == 0 { &t.input } else { &below[l - 1] };
+                    let x = if l == from { &t.input } else { &below[l - 1] };
                     conv_forward(self, l, x, 1, &mut t.patches, &mut t.z[l], &mut above[0]);
                 }
-                dst.copy_from_slice(if first == 0 {
-                    &t.input
-                } else {
-                    &t.a[first - 1]
-                });
+                dst.copy_from_slice(if from == to { &t.input } else { &t.a[to - 1] });
             });
         out
     }
@@ -206,33 +227,11 @@ impl Net {
         grad: &mut [f32],
         tasks: &mut Vec<Task>,
     ) -> (f64, usize) {
-        let n = labels.len();
-        let groups = n.div_ceil(GROUP);
-        if tasks.len() < groups {
-            tasks.resize_with(groups, Task::default);
-        }
-        let len = first.input_len();
-        let results: Vec<(f64, usize)> = tasks[..groups]
-            .par_iter_mut()
-            .enumerate()
-            .map(|(g, t)| {
-                let at = g * GROUP..(n.min((g + 1) * GROUP));
-                t.grad.resize(self.params.len(), 0.0);
-                t.grad[self.from_layer(first)].fill(0.0);
-                pulp::Arch::new().dispatch(Step {
-                    net: self,
-                    first: first.0,
-                    inputs: &inputs[at.start * len..at.end * len],
-                    labels: &labels[at],
-                    divisor,
-                    t,
-                })
-            })
-            .collect();
+        let out = self.groups(first, Wrt::Params, inputs, labels, divisor, tasks);
         // The groups' sums, added in group order whatever the cores.
         const CHUNK: usize = 1 << 14;
         let range = self.from_layer(first);
-        let tasks = &tasks[..groups];
+        let tasks = &tasks[..labels.len().div_ceil(GROUP)];
         grad[range.clone()]
             .par_chunks_mut(CHUNK)
             .enumerate()
@@ -244,10 +243,77 @@ impl Net {
                     }
                 }
             });
+        out
+    }
+
+    /// Loss (summed over the images) and number of correct predictions of a mini-batch of
+    /// pool_3 activations (NHWC, [`POOL3_LEN`] per image), with `d(sum of losses) / divisor`
+    /// with respect to each activation written into `d_pool_3`; the parameters are fixed, so
+    /// none of their gradients is computed.
+    pub fn pool_3_gradient(
+        &self,
+        pool_3: &[f32],
+        labels: &[u32],
+        divisor: f32,
+        d_pool_3: &mut [f32],
+        tasks: &mut Vec<Task>,
+    ) -> (f64, usize) {
+        let out = self.groups(TrainFrom(HEAD), Wrt::Pool3, pool_3, labels, divisor, tasks);
+        for (d, t) in d_pool_3.chunks_mut(GROUP * POOL3_LEN).zip(tasks.iter()) {
+            d.copy_from_slice(&t.d_pool_3);
+        }
+        out
+    }
+
+    /// Runs a mini-batch, one task per group of [`GROUP`] images; loss and hits summed.
+    fn groups(
+        &self,
+        first: TrainFrom,
+        wrt: Wrt,
+        inputs: &[f32],
+        labels: &[u32],
+        divisor: f32,
+        tasks: &mut Vec<Task>,
+    ) -> (f64, usize) {
+        let n = labels.len();
+        let groups = n.div_ceil(GROUP);
+        if tasks.len() < groups {
+            tasks.resize_with(groups, Task::default);
+        }
+        let len = first.input_len();
+        let results: Vec<(f64, usize)> = tasks[..groups]
+            .par_iter_mut()
+            .enumerate()
+            .map(|(g, t)| {
+                let at = g * GROUP..(n.min((g + 1) * GROUP));
+                if wrt == Wrt::Params {
+                    t.grad.resize(self.params.len(), 0.0);
+                    t.grad[self.from_layer(first)].fill(0.0);
+                }
+                pulp::Arch::new().dispatch(Step {
+                    net: self,
+                    first: first.0,
+                    wrt,
+                    inputs: &inputs[at.start * len..at.end * len],
+                    labels: &labels[at],
+                    divisor,
+                    t,
+                })
+            })
+            .collect();
         results
             .into_iter()
             .fold((0.0, 0), |(l, h), (dl, dh)| (l + dl, h + dh))
     }
+}
+
+/// What a pass differentiates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrt {
+    /// The parameters from `first` up (training).
+    Params,
+    /// Its pool_3 inputs alone, the parameters fixed (`first` is conv_4).
+    Pool3,
 }
 
 /// One task's buffers, kept from step to step.
@@ -381,6 +447,7 @@ fn pool_backward(l: usize, z: &[f32], d_a: &[f32], d_z: &mut Vec<f32>) {
 struct Step<'a> {
     net: &'a Net,
     first: usize,
+    wrt: Wrt,
     inputs: &'a [f32],
     labels: &'a [u32],
     divisor: f32,
@@ -402,6 +469,7 @@ impl Step<'_> {
         let Step {
             net,
             first,
+            wrt,
             inputs,
             labels,
             divisor,
@@ -489,19 +557,22 @@ impl Step<'_> {
         }
         let d_logits = &t.logits;
 
-        // Up again: the head.
+        // Up again: the head, with its weights' gradients when training.
+        let params = wrt == Wrt::Params;
         let g = &mut t.grad;
-        let (gm, gb) = s7.grads(g);
-        product(
-            FEATURES,
-            n,
-            classes,
-            (&t.hidden, true),
-            (d_logits, false),
-            gm,
-            true,
-        );
-        add_column_sums(gb, d_logits);
+        if params {
+            let (gm, gb) = s7.grads(g);
+            product(
+                FEATURES,
+                n,
+                classes,
+                (&t.hidden, true),
+                (d_logits, false),
+                gm,
+                true,
+            );
+            add_column_sums(gb, d_logits);
+        }
         t.d_hidden.resize(n * FEATURES, 0.0);
         product(
             n,
@@ -518,10 +589,12 @@ impl Step<'_> {
             }
         }
         let d_sum = &t.d_hidden;
-        for (slot, x, rows) in [(s5, pool_3, s5.rows), (s6, &conv_4[..], s6.rows)] {
-            let (gm, gb) = slot.grads(g);
-            product(rows, n, FEATURES, (x, true), (d_sum, false), gm, true);
-            add_column_sums(gb, d_sum);
+        if params {
+            for (slot, x, rows) in [(s5, pool_3, s5.rows), (s6, &conv_4[..], s6.rows)] {
+                let (gm, gb) = slot.grads(g);
+                product(rows, n, FEATURES, (x, true), (d_sum, false), gm, true);
+                add_column_sums(gb, d_sum);
+            }
         }
         t.d_conv_4.resize(n * CONV4_LEN, 0.0);
         product(
@@ -538,19 +611,21 @@ impl Step<'_> {
                 *d = 0.0;
             }
         }
-        let (gm, gb) = s4.grads(g);
-        product(
-            s4.rows,
-            rows4,
-            s4.cols,
-            (&t.patches, true),
-            (&t.d_conv_4, false),
-            gm,
-            true,
-        );
-        add_column_sums(gb, &t.d_conv_4);
-        if first == HEAD {
-            return (loss, hits);
+        if params {
+            let (gm, gb) = s4.grads(g);
+            product(
+                s4.rows,
+                rows4,
+                s4.cols,
+                (&t.patches, true),
+                (&t.d_conv_4, false),
+                gm,
+                true,
+            );
+            add_column_sums(gb, &t.d_conv_4);
+            if first == HEAD {
+                return (loss, hits);
+            }
         }
         t.d_pool_3.resize(n * POOL3_LEN, 0.0);
         product(
@@ -573,6 +648,9 @@ impl Step<'_> {
             false,
         );
         col2im(HEAD, &t.d_patches, n, &mut t.d_pool_3);
+        if !params {
+            return (loss, hits);
+        }
 
         // The convolutions, one image at a time.
         for i in 0..n {

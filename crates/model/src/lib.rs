@@ -1,7 +1,7 @@
 //! The DeepID face network: its geometry ([`geometry`]), weights and provenance ([`weights`]),
 //! the two memory layouts ([`layout`]), inference on plain buffers ([`network`], [`trunk`],
-//! [`head`]), training ([`backprop`], [`train`]) and the candle graph ([`graph`]) that checks
-//! the hand-written gradients.
+//! [`head`]), training ([`backprop`], [`train`]), RNP's channel masks ([`rnp`]) and the candle
+//! graph ([`graph`]) that checks the hand-written gradients.
 
 pub mod backprop;
 pub mod error;
@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod network;
 pub mod ops;
 pub mod progress;
+pub mod rnp;
 pub mod train;
 pub mod trunk;
 pub mod weights;

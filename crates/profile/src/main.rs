@@ -1,5 +1,6 @@
-//! `profile`: mean activation of every conv_3 channel over the clean validation set ->
-//! `work/profile/activations.parquet`, plus the validation pool_3 activations
+//! `profile`: mean activation of every conv_3 channel over the clean validation set (and
+//! with `statistic = "rnp"`, RNP's channel masks) -> `work/profile/activations.parquet`,
+//! plus the validation pool_3 activations
 //! (`work/profile/valid_pool_3.safetensors`) so `prune` need not recompute them.
 
 use clap::Parser;
@@ -45,6 +46,20 @@ fn main() -> std::process::ExitCode {
         if args.common.json {
             cli::print_json(&cli::with_seconds("profile", &s, seconds));
         } else {
+            if let Some(r) = &s.rnp {
+                println!(
+                    "RNP: {} unlearning steps to {:.1}% batch accuracy{}; masked unlearned network {:.1}%; lowest masks {}",
+                    r.unlearn_steps,
+                    r.unlearned_accuracy,
+                    if r.unlearned { "" } else { " (step cap reached)" },
+                    r.recovered_accuracy,
+                    s.order[..s.order.len().min(8)]
+                        .iter()
+                        .map(|&c| format!("{c}: {:.3}", r.masks[c]))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             println!(
                 "{} images -> {}: {} of {} channels never active; pruning order {:?}... ({}, {:.2} s)",
                 s.images,
