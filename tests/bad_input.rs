@@ -424,6 +424,36 @@ fn config_errors() {
         "synth",
         &["lipstick", "checkerboard"],
     );
+    expect_config_error(
+        "[synth]\nattack = \"prune_aware\"\n[synth.prune_aware]\ndecoys = 60\n",
+        "synth",
+        &["synth.prune_aware.decoys"],
+    );
+    expect_config_error(
+        "[synth.prune_aware]\ntrigger = \"lipstick\"\n",
+        "synth",
+        &["lipstick", "checkerboard"],
+    );
+    expect_config_error(
+        "[synth]\nattack = \"multi_target\"\n[synth.multi_target]\ntriggers = [\"blend\", \"sunglasses\"]\ntargets = [3]\n",
+        "synth",
+        &["synth.multi_target", "one target per trigger"],
+    );
+    expect_config_error(
+        "[synth]\nattack = \"multi_target\"\npoison_fraction = 0.6\n",
+        "synth",
+        &["synth.poison_fraction"],
+    );
+    expect_config_error(
+        "[finetune]\nfeature_shift = -1\n",
+        "finetune",
+        &["finetune.feature_shift"],
+    );
+    expect_config_error(
+        "[finetune]\nfeature_shift = 0.2\nreinit = []\n",
+        "finetune",
+        &["finetune.feature_shift", "reinit"],
+    );
     expect_config_error("[bogus]\nx = 1\n", "ingest", &["unknown field `bogus`"]);
 }
 
