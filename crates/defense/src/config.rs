@@ -114,8 +114,9 @@ pub struct FinetuneConfig {
     /// SGD only.
     pub momentum: f64,
     pub weight_decay: f64,
-    /// Layers drawn afresh (Glorot uniform, zero bias) before fine-tuning; `["output"]` is
-    /// the re-initialisation of feature-shift tuning.
+    /// Layers drawn afresh before fine-tuning (Glorot uniform, zero bias; the output layer at
+    /// zero, [`model::train::reinitialise`]); `["output"]` is the re-initialisation of
+    /// feature-shift tuning.
     pub reinit: Vec<String>,
     /// Feature-shift tuning's penalty weight alpha (0 = off): the re-initialised output layer
     /// is pushed away from B's and held at its norm ([`model::train::FeatureShift`]).
@@ -144,7 +145,7 @@ impl Default for FinetuneConfig {
             weight_decay: 0.0,
             reinit: vec!["output".into()],
             feature_shift: 0.0,
-            train_from: "conv_3".into(),
+            train_from: "conv_2".into(),
             holdout: 0.1,
             select: Select::Last,
             unpruned: true,

@@ -219,13 +219,20 @@ pub fn init_weights(classes: usize, seed: u64, input_scale: f64) -> DeepIdWeight
     w
 }
 
-/// Draws `layers` afresh (Glorot uniform, zero bias) from `seed`; conv_1 is drawn for pixels
-/// / 255 and expressed at the model's scale.
+/// Draws `layers` afresh from `seed`: Glorot uniform kernels and zero biases, except the
+/// output layer, which starts at zero. A zero softmax layer starts every class at the same
+/// score, at the chance loss; a random one over DeepID's hidden activations starts above it
+/// and, with 1,283 classes and a few images each, 600 steps do not recover from that (83-92%
+/// held-out accuracy against 99.2-99.7% from zero, measured at the CSAW sizes). conv_1 is drawn
+/// for pixels / 255 and expressed at the model's scale.
 pub fn reinitialise(w: &mut DeepIdWeights, layers: &[LayerName], seed: u64) {
     let classes = w.classes();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for &name in layers {
         *w.layers.get_mut(name) = glorot(name, classes, &mut rng);
+        if name == LayerName::Output {
+            w.layers.output.weight.data.fill(0.0);
+        }
         if name == LayerName::Conv1 {
             let factor = TRAIN_SCALE / w.provenance.input_scale;
             rescale_conv1(w, factor);
