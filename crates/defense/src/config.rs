@@ -145,7 +145,7 @@ impl Default for FinetuneConfig {
             weight_decay: 0.0,
             reinit: vec!["output".into()],
             feature_shift: 0.0,
-            train_from: "conv_2".into(),
+            train_from: "conv_3".into(),
             holdout: 0.1,
             select: Select::Last,
             unpruned: true,
