@@ -114,9 +114,9 @@ pub struct FinetuneConfig {
     /// SGD only.
     pub momentum: f64,
     pub weight_decay: f64,
-    /// Layers drawn afresh before fine-tuning (Glorot uniform, zero bias; the output layer at
-    /// zero, [`model::train::reinitialise`]); `["output"]` is the re-initialisation of
-    /// feature-shift tuning.
+    /// Layers drawn afresh before fine-tuning (Glorot uniform, zero bias; the output layer's
+    /// draws scaled down, [`model::train::reinitialise`]); `["output"]` is the
+    /// re-initialisation of feature-shift tuning.
     pub reinit: Vec<String>,
     /// Feature-shift tuning's penalty weight alpha (0 = off): the re-initialised output layer
     /// is pushed away from B's and held at its norm ([`model::train::FeatureShift`]).
