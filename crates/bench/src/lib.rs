@@ -139,9 +139,24 @@ const STAGES: [&str; 6] = [
 /// label, the stage binary, the configuration lines that select the method, and the folder
 /// under `work/extras/` it writes to.
 const EXTRAS: [(&str, &str, &str, &str); 3] = [
-    ("profile rnp", "profile", "[profile]\nstatistic = \"rnp\"\n", "rnp"),
-    ("finetune fst", "finetune", "[finetune]\nfeature_shift = 0.2\n", "fst"),
-    ("finetune conv_1", "finetune", "[finetune]\ntrain_from = \"conv_1\"\n", "conv_1"),
+    (
+        "profile rnp",
+        "profile",
+        "[profile]\nstatistic = \"rnp\"\n",
+        "rnp",
+    ),
+    (
+        "finetune fst",
+        "finetune",
+        "[finetune]\nfeature_shift = 0.2\n",
+        "fst",
+    ),
+    (
+        "finetune conv_1",
+        "finetune",
+        "[finetune]\ntrain_from = \"conv_1\"\n",
+        "conv_1",
+    ),
 ];
 
 /// Whether a measured row is one of the pipeline's stages (counted in its total).

@@ -236,7 +236,12 @@ pub fn reinitialise(w: &mut DeepIdWeights, layers: &[LayerName], seed: u64) {
     for &name in layers {
         *w.layers.get_mut(name) = glorot(name, classes, &mut rng);
         if name == LayerName::Output {
-            w.layers.output.weight.data.iter_mut().for_each(|v| *v *= HEAD_SCALE);
+            w.layers
+                .output
+                .weight
+                .data
+                .iter_mut()
+                .for_each(|v| *v *= HEAD_SCALE);
         }
         if name == LayerName::Conv1 {
             let factor = TRAIN_SCALE / w.provenance.input_scale;
