@@ -370,7 +370,7 @@ fn config_errors() {
     expect_config_error(
         "[prune]\nthresholds = [0]\n",
         "prune",
-        &["0 is not an accuracy drop in (0, 100]"],
+        &["0 is not an accuracy drop in [0.01, 100]"],
     );
     expect_config_error("[prune]\nthresholds = [150]\n", "prune", &["150"]);
     expect_config_error(
@@ -387,7 +387,7 @@ fn config_errors() {
     expect_config_error(
         "[finetune]\nholdout = 1.0\n",
         "finetune",
-        &["finetune.holdout must be in [0, 1)"],
+        &["finetune.holdout must be in [0, 0.5]"],
     );
     expect_config_error(
         "[finetune]\nschedule = \"exponential\"\n",

@@ -108,6 +108,13 @@ pub fn train_badnet(
             &mut log,
             &|n| progress.advance(n as u64),
         )
+        .map_err(|e| match e {
+            model::Error::Diverged { .. } => model::Error::Recipe(format!(
+                "{e}: lower synth.learning_rate (now {})",
+                sc.learning_rate
+            )),
+            e => e,
+        })
     };
     let init = train::init_weights(sc.identities, sc.seed, input_scale);
     let out = if sc.attack != Attack::PruneAware {

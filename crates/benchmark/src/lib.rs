@@ -11,7 +11,7 @@ use attacks::{Attack, MultiTarget, PruneAware, Trigger};
 use badnet::BadNet;
 use faces::{Identity, Pose};
 use formats::atomic::AtomicFile;
-use formats::config::{check_rate, Table};
+use formats::config::{check_count, check_rate, Table, MAX_BATCH, MAX_EPOCHS};
 use formats::csaw::{Batch, IMAGE_LEN};
 use formats::error::WithPath;
 use model::geometry::CONV3_CHANNELS;
@@ -78,24 +78,41 @@ impl Default for SynthConfig {
     }
 }
 
+/// Size limits of the synthetic benchmark (the CSAW size is 1,283 identities, 9 images each).
+const MAX_IDENTITIES: usize = 10_000;
+const MAX_PER_IDENTITY: usize = 1_000;
+
 impl Table for SynthConfig {
     const NAME: &'static str = "synth";
 
     fn check(&self) -> Result<(), String> {
         let sy = self;
-        if sy.identities < 2 {
-            return Err("synth.identities must be at least 2".into());
+        if !(2..=MAX_IDENTITIES).contains(&sy.identities) {
+            return Err(format!(
+                "synth.identities must be in 2..={MAX_IDENTITIES}, got {}",
+                sy.identities
+            ));
         }
-        for (key, n) in [
-            ("train_per_identity", sy.train_per_identity),
-            ("valid_per_identity", sy.valid_per_identity),
-            ("test_per_identity", sy.test_per_identity),
-            ("epochs", sy.epochs),
-            ("batch_size", sy.batch_size),
+        for (key, n, max) in [
+            (
+                "synth.train_per_identity",
+                sy.train_per_identity,
+                MAX_PER_IDENTITY,
+            ),
+            (
+                "synth.valid_per_identity",
+                sy.valid_per_identity,
+                MAX_PER_IDENTITY,
+            ),
+            (
+                "synth.test_per_identity",
+                sy.test_per_identity,
+                MAX_PER_IDENTITY,
+            ),
+            ("synth.epochs", sy.epochs, MAX_EPOCHS),
+            ("synth.batch_size", sy.batch_size, MAX_BATCH),
         ] {
-            if n == 0 {
-                return Err(format!("synth.{key} must be at least 1"));
-            }
+            check_count(key, n, max)?;
         }
         let backdoors = sy.backdoors().len();
         if !(sy.poison_fraction > 0.0 && sy.poison_fraction * (backdoors as f64) < 1.0) {

@@ -43,7 +43,7 @@ impl CommonArgs {
     pub fn load(&self) -> formats::Result<Config> {
         let mut config = Config::load(&self.config)?;
         if let Some(dir) = &self.work_dir {
-            config.work.dir = dir.clone();
+            config.set_work_dir(dir.clone())?;
         }
         Ok(config)
     }
@@ -52,6 +52,11 @@ impl CommonArgs {
 pub fn work_paths(config: &Config) -> WorkPaths {
     WorkPaths::new(&config.work.dir)
 }
+
+/// A command-line value outside its range: a usage error (exit 2), like a bad configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// A stage's `main`: parses its arguments (which flatten [`CommonArgs`]), loads the
 /// configuration and runs `body` under [`run`].
@@ -103,8 +108,10 @@ pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::proce
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            let usage = e.downcast_ref::<Usage>().is_some();
             let code = match e.downcast_ref::<Error>() {
                 Some(Error::Config { .. }) => 2,
+                _ if usage => 2,
                 _ => 1,
             };
             eprintln!("{stage}: error: {}", one_line(&e));

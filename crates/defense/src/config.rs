@@ -1,7 +1,7 @@
 //! The defense's tables of `pipeline.toml`: `[profile]`, `[prune]`, `[finetune]`,
 //! `[evaluate]`.
 
-use formats::config::{check_rate, Table};
+use formats::config::{check_count, check_rate, Table, MAX_BATCH, MAX_EPOCHS, MAX_STEPS};
 use model::rnp;
 use model::train::{Optimizer, Recipe, Schedule, Select};
 use model::LayerName;
@@ -154,6 +154,12 @@ impl Default for FinetuneConfig {
     }
 }
 
+/// The largest weight decay a table takes.
+pub const MAX_DECAY: f64 = 1.0;
+
+/// The largest share of the validation set `holdout` may keep from training.
+pub const MAX_HOLDOUT: f64 = 0.5;
+
 impl FinetuneConfig {
     /// The layers to draw afresh before training (checked names).
     pub fn reinit_layers(&self) -> Vec<LayerName> {
@@ -207,16 +213,19 @@ impl Table for ProfileConfig {
         }
         check_rate("profile.unlearn_learning_rate", self.unlearn_learning_rate)?;
         check_rate("profile.mask_learning_rate", self.mask_learning_rate)?;
-        for (key, v) in [
-            ("unlearn_max_steps", self.unlearn_max_steps),
-            ("mask_epochs", self.mask_epochs),
-            ("batch_size", self.batch_size),
+        for (key, v, max) in [
+            (
+                "profile.unlearn_max_steps",
+                self.unlearn_max_steps,
+                MAX_STEPS,
+            ),
+            ("profile.mask_epochs", self.mask_epochs, MAX_EPOCHS),
+            ("profile.batch_size", self.batch_size, MAX_BATCH),
         ] {
-            if v == 0 {
-                return Err(format!("profile.{key} must be at least 1"));
-            }
+            check_count(key, v, max)?;
         }
         let weight = |v: f64| (0.0..f64::INFINITY).contains(&v);
+        let decay_ok = (0.0..=MAX_DECAY).contains(&self.unlearn_weight_decay);
         let (decay, l1, momentum, accuracy) = (
             self.unlearn_weight_decay,
             self.mask_l1,
@@ -224,7 +233,7 @@ impl Table for ProfileConfig {
             self.unlearn_accuracy,
         );
         for (key, v, ok, range) in [
-            ("unlearn_weight_decay", decay, weight(decay), "[0, inf)"),
+            ("unlearn_weight_decay", decay, decay_ok, "[0, 1]"),
             ("mask_l1", l1, weight(l1), "[0, inf)"),
             (
                 "momentum",
@@ -267,18 +276,19 @@ impl Table for FinetuneConfig {
     const NAME: &'static str = "finetune";
 
     fn check(&self) -> Result<(), String> {
-        if self.steps == 0 {
-            return Err("finetune.steps must be at least 1".into());
-        }
-        if self.batch_size == 0 {
-            return Err("finetune.batch_size must be at least 1".into());
-        }
+        check_count("finetune.steps", self.steps, MAX_STEPS)?;
+        check_count("finetune.batch_size", self.batch_size, MAX_BATCH)?;
         check_rate("finetune.learning_rate", self.learning_rate)?;
+        if !(0.0..=MAX_HOLDOUT).contains(&self.holdout) {
+            return Err(format!(
+                "finetune.holdout must be in [0, {MAX_HOLDOUT}] (the rest of the validation set trains), got {}",
+                self.holdout
+            ));
+        }
         for (key, v, top) in [
-            ("holdout", self.holdout, 1.0),
             ("warmup", self.warmup, 1.0),
             ("momentum", self.momentum, 1.0),
-            ("weight_decay", self.weight_decay, f64::INFINITY),
+            ("weight_decay", self.weight_decay, MAX_DECAY),
         ] {
             if !(v >= 0.0 && v < top) {
                 return Err(format!("finetune.{key} must be in [0, {top}), got {v}"));
@@ -315,19 +325,20 @@ impl Table for FinetuneConfig {
     }
 }
 
-/// Thresholds are accuracy drops in percentage points: each in (0, 100], no repeats.
+/// Thresholds are accuracy drops in percentage points: each in [0.01, 100] in hundredths (a
+/// threshold names its networks' files), no repeats.
 pub fn check_thresholds(thresholds: &[f64]) -> std::result::Result<(), String> {
     if thresholds.is_empty() {
         return Err("prune.thresholds must name at least one threshold".into());
     }
     for (i, &t) in thresholds.iter().enumerate() {
-        if !(t.is_finite() && t > 0.0 && t <= 100.0) {
+        if !((0.01..=100.0).contains(&t) && (t * 100.0).round() / 100.0 == t) {
             return Err(format!(
-                "prune.thresholds: {t} is not an accuracy drop in (0, 100] percentage points"
+                "prune.thresholds: {t:?} is not an accuracy drop in [0.01, 100] percentage points with at most two decimals"
             ));
         }
         if thresholds[..i].contains(&t) {
-            return Err(format!("prune.thresholds: {t} is listed twice"));
+            return Err(format!("prune.thresholds: {t:?} is listed twice"));
         }
     }
     Ok(())

@@ -114,7 +114,7 @@ struct Tuned {
 /// The networks `finetune` lists in its `models.json`, each checked against the sweep; none
 /// when `finetune` has not run.
 fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
-    let manifest = dir.join("models.json");
+    let manifest = dir.join(paths::FINETUNE_MODELS);
     let text = match std::fs::read_to_string(&manifest) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -204,6 +204,26 @@ fn extract(
 }
 
 pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSummary> {
+    let [sweep_out, targets_out, summary_out] =
+        [paths::EVAL_SWEEP, paths::EVAL_TARGETS, paths::EVAL_SUMMARY]
+            .map(|f| files.output_dir.join(f));
+    formats::written::check_paths(
+        &[
+            ("the network", &files.model),
+            ("the prune sweep", &files.prune_sweep),
+            ("the test images", &files.test),
+            ("the triggered test images", &files.poisoned_test),
+            (
+                "the fine-tuned networks' list",
+                &files.finetune_dir.join(paths::FINETUNE_MODELS),
+            ),
+        ],
+        &[
+            ("the per-step scores", &sweep_out),
+            ("the per-target scores", &targets_out),
+            ("the summary", &summary_out),
+        ],
+    )?;
     let weights = DeepIdWeights::load(&files.model)?;
     let prune = PruneSweep::read(&files.prune_sweep)?;
     check_same_model(
@@ -311,9 +331,6 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
             );
         }
     }
-    let [sweep_out, targets_out, summary_out] =
-        [paths::EVAL_SWEEP, paths::EVAL_TARGETS, paths::EVAL_SUMMARY]
-            .map(|f| files.output_dir.join(f));
     let sweep = EvaluateSweep {
         steps: steps
             .into_iter()

@@ -74,37 +74,13 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<FinetuneSummary> {
     let backdoored = DeepIdWeights::load(&files.model)?;
-    let sweep_path = files.prune_dir.join("sweep.parquet");
+    let sweep_path = files.prune_dir.join(paths::PRUNE_SWEEP);
     let sweep = PruneSweep::read(&sweep_path)?;
     check_same_model(
         &sweep_path,
         &sweep.model_fingerprint,
         &backdoored.fingerprint(),
     )?;
-    let valid = Images::open(&files.valid, backdoored.classes())?.read_all()?;
-    let data = Examples {
-        labels: valid.labels.iter().map(|&l| l as u32).collect(),
-        pixels: valid.pixels,
-    };
-    if data.len() < ft.min_valid_images() {
-        return Err(Error::invalid(
-            &files.valid,
-            format!(
-                "{} validation image(s); fine-tuning with hold-out {} needs at least {}",
-                data.len(),
-                ft.holdout,
-                ft.min_valid_images()
-            ),
-        ));
-    }
-    let (train_set, holdout) = data.split(ft.holdout, ft.seed);
-    let mut recipe = ft.recipe();
-    if ft.feature_shift > 0.0 {
-        recipe.feature_shift = Some(FeatureShift {
-            alpha: ft.feature_shift,
-            head: backdoored.layers.output.clone(),
-        });
-    }
     let out_dir = &files.output_dir;
 
     // Thresholds that prune the same number of channels prune the same network.
@@ -137,10 +113,55 @@ pub fn run(
             outputs: vec![out_dir.join(paths::FINETUNED_UNPRUNED)],
         });
     }
-    let keep: Vec<PathBuf> = jobs.iter().flat_map(|j| j.outputs.clone()).collect();
-    paths::remove_stale(out_dir, paths::FINETUNED_PREFIX, &keep)?;
-    if !ft.unpruned {
-        paths::remove_stale(out_dir, paths::FINETUNED_UNPRUNED_STEM, &[])?;
+    let manifest = out_dir.join(paths::FINETUNE_MODELS);
+    let outputs: Vec<PathBuf> = jobs
+        .iter()
+        .flat_map(|j| &j.outputs)
+        .flat_map(|o| [o.clone(), o.with_extension("h5")])
+        .collect();
+    formats::written::check_paths(
+        &[
+            ("the network", &files.model),
+            ("the validation images", &files.valid),
+            ("the prune sweep", &sweep_path),
+        ],
+        &outputs
+            .iter()
+            .map(|o| ("a fine-tuned network", o.as_path()))
+            .chain([("the list of networks", manifest.as_path())])
+            .collect::<Vec<_>>(),
+    )?;
+    let valid = Images::open(&files.valid, backdoored.classes())?.read_all()?;
+    let data = Examples {
+        labels: valid.labels.iter().map(|&l| l as u32).collect(),
+        pixels: valid.pixels,
+    };
+    if data.len() < ft.min_valid_images() {
+        return Err(Error::invalid(
+            &files.valid,
+            format!(
+                "{} validation image(s); fine-tuning with hold-out {} needs at least {}",
+                data.len(),
+                ft.holdout,
+                ft.min_valid_images()
+            ),
+        ));
+    }
+    let (train_set, holdout) = data.split(ft.holdout, ft.seed);
+    if train_set.len() < ft.batch_size {
+        tracing::warn!(
+            "{} training images after holding out {}: fewer than finetune.batch_size ({}), so every step sees all of them",
+            train_set.len(),
+            holdout.len(),
+            ft.batch_size
+        );
+    }
+    let mut recipe = ft.recipe();
+    if ft.feature_shift > 0.0 {
+        recipe.feature_shift = Some(FeatureShift {
+            alpha: ft.feature_shift,
+            head: backdoored.layers.output.clone(),
+        });
     }
 
     let settings = serde_json::to_string(ft).expect("settings serialize");
@@ -183,7 +204,14 @@ pub fn run(
             &channels,
             &mut log,
             &|n| progress.advance(n as u64),
-        )?;
+        )
+        .map_err(|e| match e {
+            model::Error::Diverged { .. } => Error::Other(format!(
+                "{name}: {e}: lower finetune.learning_rate (now {})",
+                ft.learning_rate
+            )),
+            e => e.into(),
+        })?;
         progress.finish();
         (trained_images, training_s) =
             (trained_images + ft.steps * batch, training_s + step_seconds);
@@ -220,7 +248,12 @@ pub fn run(
             checkpoints: history,
         });
     }
-    let manifest = out_dir.join("models.json");
+    // Networks of settings no longer asked for go once the new ones are written.
+    let keep: Vec<PathBuf> = jobs.iter().flat_map(|j| j.outputs.clone()).collect();
+    formats::written::remove_stale(out_dir, paths::FINETUNED_PREFIX, &keep)?;
+    if !ft.unpruned {
+        formats::written::remove_stale(out_dir, paths::FINETUNED_UNPRUNED_STEM, &[])?;
+    }
     let record = serde_json::json!({
         "settings": ft,
         "train_images": train_set.len(),

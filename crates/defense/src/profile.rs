@@ -247,6 +247,16 @@ pub fn run(
     config: &ProfileConfig,
     progress: &dyn Progress,
 ) -> Result<ProfileSummary> {
+    formats::written::check_paths(
+        &[
+            ("the network", &files.model),
+            ("the validation images", &files.valid),
+        ],
+        &[
+            ("the channel table", &files.output),
+            ("the pool_3 activations", &files.features_output),
+        ],
+    )?;
     let weights = DeepIdWeights::load(&files.model)?;
     let images = Images::open(&files.valid, weights.classes())?;
     progress.start("profile", images.len() as u64);
@@ -299,7 +309,17 @@ fn rnp_masks(
         labels: all.labels.iter().map(|&l| l as u32).collect(),
         pixels: all.pixels,
     };
-    let outcome = rnp::masks(weights, data, &config.rnp(), progress)?;
+    let outcome = rnp::masks(weights, data, &config.rnp(), progress).map_err(|e| match e {
+        model::Error::Diverged { what, .. } => Error::Other(format!(
+            "RNP: {e}: lower profile.{}",
+            if what == "channel masks" {
+                "mask_learning_rate"
+            } else {
+                "unlearn_learning_rate"
+            }
+        )),
+        e => e.into(),
+    })?;
     if !outcome.unlearned {
         tracing::warn!(
             "RNP: clean accuracy still {:.1}% after profile.unlearn_max_steps = {} unlearning steps (the target was below {}%); the masks come from a network that still knows the clean task",

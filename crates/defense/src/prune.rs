@@ -69,6 +69,23 @@ pub fn run(
     thresholds: &[f64],
     progress: &dyn Progress,
 ) -> Result<PruneSummary> {
+    let out = &files.output_dir;
+    let sweep_out = out.join(paths::PRUNE_SWEEP);
+    let model_path = |t| out.join(paths::pruned_model_file(t));
+    let models: Vec<PathBuf> = thresholds
+        .iter()
+        .flat_map(|&t| [model_path(t), model_path(t).with_extension("h5")])
+        .collect();
+    formats::written::check_paths(
+        &[
+            ("the network", &files.model),
+            ("the channel profile", &files.profile),
+            ("the pool_3 activations", &files.features),
+        ],
+        &std::iter::once(("the prune sweep", sweep_out.as_path()))
+            .chain(models.iter().map(|m| ("a pruned network", m.as_path())))
+            .collect::<Vec<_>>(),
+    )?;
     let weights = DeepIdWeights::load(&files.model)?;
     let fingerprint = weights.fingerprint();
     let profile = Profile::read(&files.profile)?;
@@ -94,14 +111,12 @@ pub fn run(
         .collect();
     let hits = thresholds_reached(&valid_accuracy, thresholds);
 
-    let out = &files.output_dir;
-    let model_path = |t| out.join(paths::pruned_model_file(t));
     let keep: Vec<PathBuf> = hits
         .iter()
         .filter(|h| h.channels_pruned.is_some())
         .map(|h| model_path(h.threshold_percent))
         .collect();
-    paths::remove_stale(out, paths::PRUNED_PREFIX, &keep)?;
+    formats::written::remove_stale(out, paths::PRUNED_PREFIX, &keep)?;
     let mut models = Vec::new();
     for hit in &hits {
         let Some(k) = hit.channels_pruned else {
@@ -136,14 +151,13 @@ pub fn run(
         hits,
         model_fingerprint: fingerprint,
     };
-    let output = out.join("sweep.parquet");
-    sweep.write(&output)?;
+    sweep.write(&sweep_out)?;
     Ok(PruneSummary {
         valid_accuracy_unpruned: sweep.valid_accuracy[0],
         valid_accuracy_all_pruned: sweep.valid_accuracy.last().copied().unwrap_or_default(),
         thresholds: sweep.hits,
         models,
         steps: sweep.order.len(),
-        output,
+        output: sweep_out,
     })
 }

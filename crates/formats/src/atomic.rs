@@ -3,6 +3,7 @@
 //! fails or is killed half-way never leaves a file that `make` would take as up to date.
 
 use crate::error::{Error, Result, WithPath};
+use crate::written;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,8 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     /// Creates the destination folder if needed and reserves a temporary name beside `target`.
+    /// A file at `target` that the pipeline did not write is refused here, before any work
+    /// (see [`crate::written`]), unless [`permit_replacing`] named it.
     pub fn new(target: impl Into<PathBuf>) -> Result<Self> {
         let target = target.into();
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -26,9 +29,12 @@ impl AtomicFile {
             .ok_or_else(|| Error::invalid(&target, "output path has no file name"))?
             .to_string_lossy()
             .into_owned();
-        remove_abandoned(&target, &name);
+        if !is_permitted(&target) {
+            written::check_replaceable(&target)?;
+        }
         // Same folder (so the rename is atomic) and same extension (some writers infer the format).
         let temp = target.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+        written::begin(&temp)?;
         live().push(temp.clone());
         Ok(Self {
             target,
@@ -49,7 +55,7 @@ impl AtomicFile {
 
     /// Renames the finished temporary file over the target.
     pub fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.temp, &self.target).at(&self.target)?;
+        written::commit(&self.temp, &self.target, is_permitted(&self.target))?;
         self.committed = true;
         live().retain(|p| *p != self.temp);
         Ok(())
@@ -59,7 +65,7 @@ impl AtomicFile {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
+            written::abandon(&self.temp);
             live().retain(|p| *p != self.temp);
         }
     }
@@ -79,31 +85,21 @@ pub fn remove_unfinished() {
     }
 }
 
-/// Removes the temporary files of `target` left by processes that no longer run (killed, or
-/// stopped by Ctrl-C): they would otherwise pile up, each as large as the output.
-fn remove_abandoned(target: &Path, name: &str) {
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
-    let Ok(entries) = std::fs::read_dir(dir.unwrap_or(Path::new("."))) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name();
-        let Some(pid) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(".tmp-"))
-            .and_then(|f| f.strip_suffix(name))
-            .and_then(|f| f.strip_suffix('-'))
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: signal 0 only asks whether the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone && std::fs::remove_file(e.path()).is_ok() {
-            tracing::info!("removed {}, left by an interrupted run", e.path().display());
-        }
+/// Lets this process replace `path` even if the pipeline did not write it (`--force`).
+pub fn permit_replacing(path: &Path) {
+    if let Ok(p) = std::path::absolute(path) {
+        permits().push(p);
     }
+}
+
+/// Whether [`permit_replacing`] named `path`.
+pub fn is_permitted(path: &Path) -> bool {
+    std::path::absolute(path).is_ok_and(|p| permits().contains(&p))
+}
+
+fn permits() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static PERMITS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    PERMITS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes `bytes` to `target` atomically.

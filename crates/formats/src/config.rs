@@ -5,6 +5,7 @@
 //! stage starts work.
 
 use crate::error::{Error, Result};
+use model::weights::INPUT_SCALE_RANGE;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -142,14 +143,16 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         config.resolve(&base);
         config.check_folders()?;
-        let s = config.model.input_scale;
-        if !(s.is_finite() && s > 0.0) {
-            return Err(config_error(
-                path,
-                format!("model.input_scale must be a positive number, got {s}"),
-            ));
-        }
+        check_input_scale("model.input_scale", config.model.input_scale)
+            .map_err(|m| config_error(path, m))?;
         Ok(config)
+    }
+
+    /// Moves the work folder (`--work-dir`, relative to the current folder) under the same
+    /// checks as `[work] dir`.
+    pub fn set_work_dir(&mut self, dir: PathBuf) -> Result<()> {
+        self.work.dir = dir;
+        self.check_folders()
     }
 
     /// The work and report folders hold only what the pipeline writes: neither may be (or
@@ -247,12 +250,45 @@ fn line_suffix(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     }
 }
 
-/// Fails unless `v` is a positive number (a learning rate).
+/// The largest learning rate any table takes: beyond it every step diverges.
+pub const MAX_RATE: f64 = 10.0;
+
+/// Fails unless `v` is a learning rate: in (0, [`MAX_RATE`]].
 pub fn check_rate(key: &str, v: f64) -> std::result::Result<(), String> {
-    if v.is_finite() && v > 0.0 {
+    if v > 0.0 && v <= MAX_RATE {
         Ok(())
     } else {
-        Err(format!("{key} must be a positive number, got {v}"))
+        Err(format!("{key} must be in (0, {MAX_RATE}], got {v}"))
+    }
+}
+
+/// The most optimiser steps a table takes (about a day of training at the CSAW size).
+pub const MAX_STEPS: usize = 1_000_000;
+/// The most epochs a table takes.
+pub const MAX_EPOCHS: usize = 10_000;
+/// The largest batch a table takes.
+pub const MAX_BATCH: usize = 4096;
+
+/// Fails unless `v` is a count in 1..=`max`.
+pub fn check_count(key: &str, v: usize, max: usize) -> std::result::Result<(), String> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{key} must be in 1..={max}, got {v}"))
+    }
+}
+
+/// Fails unless `v` is an input scale in [`INPUT_SCALE_RANGE`] (`[model] input_scale`,
+/// `predict --input-scale`).
+pub fn check_input_scale(key: &str, v: f64) -> std::result::Result<(), String> {
+    if INPUT_SCALE_RANGE.contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be in [{:e}, {:e}], got {v}",
+            INPUT_SCALE_RANGE.start(),
+            INPUT_SCALE_RANGE.end()
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod photos;
 pub mod source;
 pub mod table;
 pub mod weights;
+pub mod written;
 
 pub use error::{Error, Result};
 pub use weights::ModelFile;

@@ -61,7 +61,7 @@ impl WorkPaths {
     }
 
     pub fn prune_sweep(&self) -> PathBuf {
-        self.at("prune", "sweep.parquet")
+        self.at("prune", PRUNE_SWEEP)
     }
 
     /// A stage's output folder.
@@ -77,6 +77,12 @@ impl WorkPaths {
         self.at("evaluate", EVAL_SUMMARY)
     }
 }
+
+/// The prune stage's accuracy after every step (the file make tracks, so written last).
+pub const PRUNE_SWEEP: &str = "sweep.parquet";
+
+/// The finetune stage's list of the networks it trained (the file make tracks).
+pub const FINETUNE_MODELS: &str = "models.json";
 
 /// The evaluate stage's files: B' and G after every pruning step, attack success per target
 /// label, and one row per network (the file make tracks, so written last).
@@ -125,92 +131,3 @@ pub const REPORT_FILES: [&str; 6] = [
     "plot.png",
     "plot.svg",
 ];
-
-/// A file a stage writes, or one of its temporary files.
-fn is_temp_of(name: &str, is_output: impl Fn(&str) -> bool) -> bool {
-    match name
-        .strip_prefix(".tmp-")
-        .and_then(|rest| rest.split_once('-'))
-    {
-        Some((pid, rest)) if pid.bytes().all(|b| b.is_ascii_digit()) => is_output(rest),
-        _ => is_output(name),
-    }
-}
-
-/// A derived network's files: safetensors and its Keras copy.
-const MODEL_EXTENSIONS: [&str; 2] = ["safetensors", "h5"];
-
-fn is_model_file(name: &str, stem_ok: impl Fn(&str) -> bool) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(stem, ext)| MODEL_EXTENSIONS.contains(&ext) && stem_ok(stem))
-}
-
-fn is_threshold_model(name: &str, prefix: &str) -> bool {
-    is_model_file(name, |stem| {
-        stem.strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix("_percent_threshold"))
-            .is_some_and(|t| t.parse::<f64>().is_ok())
-    })
-}
-
-/// Whether `name` in the work folder's `stage` folder is something the pipeline writes there
-/// (what `make clean` removes).
-pub fn written_by(stage: &str, name: &str) -> bool {
-    is_temp_of(name, |name| match stage {
-        "config" => name.ends_with(".json") || name.ends_with(".sha256") || name.ends_with(".key"),
-        "ingest" => {
-            name == "model.safetensors"
-                || [Split::Valid, Split::Test, Split::PoisonedTest]
-                    .iter()
-                    .any(|s| name == format!("{s}.parquet"))
-        }
-        "profile" => name == "activations.parquet" || name == "valid_pool_3.safetensors",
-        "prune" => name == "sweep.parquet" || is_threshold_model(name, PRUNED_PREFIX),
-        "finetune" => {
-            name == "models.json"
-                || is_model_file(name, |stem| stem == FINETUNED_UNPRUNED_STEM)
-                || is_threshold_model(name, FINETUNED_PREFIX)
-        }
-        "evaluate" => [EVAL_SWEEP, EVAL_TARGETS, EVAL_SUMMARY].contains(&name),
-        _ => false,
-    })
-}
-
-/// Whether `name` in the reports folder is a file the report stage writes.
-pub fn is_report_file(name: &str) -> bool {
-    is_temp_of(name, |name| REPORT_FILES.contains(&name))
-}
-
-/// Removes files named `prefix*` in `dir` that are not in `keep` (a kept safetensors file
-/// keeps its Keras copy): outputs of thresholds no longer asked for would mislead later
-/// stages.
-pub fn remove_stale(dir: &Path, prefix: &str, keep: &[PathBuf]) -> crate::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let kept =
-            keep.contains(&e.path()) || keep.contains(&e.path().with_extension("safetensors"));
-        if name.starts_with(prefix) && !kept {
-            std::fs::remove_file(e.path()).map_err(|err| crate::Error::io(e.path(), err))?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_knows_the_evaluate_and_report_files() {
-        for name in [EVAL_SWEEP, EVAL_TARGETS, EVAL_SUMMARY] {
-            assert!(written_by("evaluate", name), "{name}");
-            assert!(written_by("evaluate", &format!(".tmp-42-{name}")), "{name}");
-        }
-        assert!(!written_by("evaluate", "notes.parquet"));
-        assert!(is_report_file("targets.csv") && is_report_file(".tmp-7-targets.csv"));
-        assert!(!is_report_file("targets.parquet"));
-    }
-}

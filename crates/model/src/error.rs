@@ -13,6 +13,13 @@ pub enum Error {
     /// Training settings that cannot be carried out.
     #[error("{0}")]
     Recipe(String),
+    /// Training stopped because the loss or a weight stopped being finite.
+    #[error("training diverged at step {step}: the {what} is no longer finite at learning rate {learning_rate}; no network was kept")]
+    Diverged {
+        step: usize,
+        what: &'static str,
+        learning_rate: f64,
+    },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -231,6 +231,13 @@ pub fn masks(
         ));
     }
     progress.finish();
+    if net.params[range].iter().any(|v| !v.is_finite()) {
+        return Err(Error::Diverged {
+            step: unlearn_steps,
+            what: "unlearned network's weights",
+            learning_rate: s.unlearn_learning_rate,
+        });
+    }
 
     // 2. Recover.
     let conv_4 = TrainFrom::new(LayerName::Conv4).expect("conv_4 is a convolution");
@@ -260,6 +267,13 @@ pub fn masks(
         progress.advance(1);
     }
     progress.finish();
+    if masks.iter().any(|m| !m.is_finite()) {
+        return Err(Error::Diverged {
+            step: steps,
+            what: "channel masks",
+            learning_rate: s.mask_learning_rate,
+        });
+    }
     Ok(Outcome {
         masks: masks.to_vec(),
         unlearn_steps,

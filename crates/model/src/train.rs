@@ -372,6 +372,15 @@ pub fn fit(
         next += batch;
         grad[trainable.clone()].fill(0.0);
         let (loss, h) = net.gradient(first, &x, &labels, batch as f32, &mut grad, &mut tasks);
+        let rate = learning_rate(recipe, step);
+        let diverged = |what| Error::Diverged {
+            step,
+            what,
+            learning_rate: rate,
+        };
+        if !loss.is_finite() {
+            return Err(diverged("loss"));
+        }
         let g = &mut grad[trainable.clone()];
         for &i in &masked {
             g[i] = 0.0;
@@ -381,7 +390,6 @@ pub fn fit(
                 *g += alpha * w;
             }
         }
-        let rate = learning_rate(recipe, step);
         optimiser.step(&mut net.params[trainable.clone()], g, rate as f32);
         for &i in &masked {
             net.params[trainable.start + i] = 0.0;
@@ -393,6 +401,9 @@ pub fn fit(
         step_seconds += clock.elapsed().as_secs_f64();
         on_images(batch);
         if step % every == 0 || step == recipe.steps {
+            if net.params[trainable.clone()].iter().any(|v| !v.is_finite()) {
+                return Err(diverged("network's weights"));
+            }
             let tuned = finish(&net);
             let holdout_accuracy = holdout.map(|h| accuracy(&Network::new(&tuned), h));
             let c = Checkpoint {

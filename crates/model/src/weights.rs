@@ -99,8 +99,8 @@ impl Provenance {
             Some(s) => s
                 .parse::<f64>()
                 .ok()
-                .filter(|v| v.is_finite() && *v > 0.0)
-                .ok_or_else(|| bad("input_scale", &s, "a positive number"))?,
+                .filter(|v| INPUT_SCALE_RANGE.contains(v))
+                .ok_or_else(|| bad("input_scale", &s, "a number in [1e-6, 1e3]"))?,
             None => 1.0,
         };
         let pruned = match m.remove(PRUNED_CHANNELS) {
@@ -149,6 +149,10 @@ const THRESHOLD: &str = "threshold_percent";
 const BACKDOORED: &str = "backdoored_fingerprint";
 const FINETUNED_FROM: &str = "finetuned_from";
 const FINETUNE: &str = "finetune";
+
+/// What a pixel in 0..255 may be multiplied by before the network sees it: beyond this range a
+/// network's inputs would be all but zero or overflow its activations.
+pub const INPUT_SCALE_RANGE: std::ops::RangeInclusive<f64> = 1e-6..=1e3;
 
 /// All DeepID parameters, PyTorch layout.
 #[derive(Debug, Clone, PartialEq)]

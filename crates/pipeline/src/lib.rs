@@ -9,8 +9,8 @@ use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
 use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig};
 use formats::config::{config_error, Config};
 use formats::error::WithPath;
-use formats::paths::{self, STAGE_DIRS};
-use formats::{atomic, Result};
+use formats::paths::STAGE_DIRS;
+use formats::{atomic, written, Result};
 use std::path::{Path, PathBuf};
 
 pub mod zoo;
@@ -185,41 +185,22 @@ pub struct Cleaned {
     pub kept: Vec<PathBuf>,
 }
 
-/// Removes the files `is_ours` names in `dir`, then `dir` itself if that left it empty.
-fn clean_dir(dir: &Path, is_ours: &dyn Fn(&str) -> bool, done: &mut Cleaned) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_file && is_ours(&name) {
-            std::fs::remove_file(e.path()).at(&e.path())?;
-            done.removed.push(e.path());
-        }
-    }
-    match std::fs::remove_dir(dir) {
-        Ok(()) => done.removed.push(dir.to_path_buf()),
-        Err(_) => done.kept.push(dir.to_path_buf()),
-    }
-    Ok(())
-}
-
-/// Removes what the pipeline writes for `config`: each stage folder's own files under the work
-/// folder, the named report files, and each folder that is empty afterwards. Anything else,
-/// and every folder holding it, stays.
+/// Removes what the pipeline wrote for `config`, as each folder's manifest proves it
+/// ([`formats::written`]): the stage folders' files under the work folder and the report
+/// files, and each folder that is empty afterwards. Anything else, whatever its name, and every
+/// folder holding it, stays.
 pub fn clean(config: &Path) -> Result<Cleaned> {
     let cfg = Config::load(config)?;
     let mut done = Cleaned::default();
-    for stage in STAGE_DIRS {
-        clean_dir(
-            &cfg.work.dir.join(stage),
-            &|name| paths::written_by(stage, name),
-            &mut done,
-        )?;
+    let dirs = STAGE_DIRS
+        .iter()
+        .map(|stage| cfg.work.dir.join(stage))
+        .chain([cfg.work.dir.clone(), cfg.work.reports.clone()]);
+    for dir in dirs {
+        done.removed.extend(written::clean(&dir)?);
+        if dir.exists() {
+            done.kept.push(dir);
+        }
     }
-    clean_dir(&cfg.work.dir, &|_| false, &mut done)?;
-    clean_dir(&cfg.work.reports, &paths::is_report_file, &mut done)?;
-    done.kept.retain(|d| d.exists());
     Ok(done)
 }

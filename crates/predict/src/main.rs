@@ -30,6 +30,9 @@ struct Args {
     /// What pixels are multiplied by, for Keras models (safetensors files record theirs).
     #[arg(long, default_value_t = 1.0)]
     input_scale: f64,
+    /// Replace `--output` even if fineprune did not write the file there.
+    #[arg(long, requires = "output")]
+    force: bool,
     /// Print one JSON summary object on stdout (the predictions then need `--output`).
     #[arg(long, requires = "output")]
     json: bool,
@@ -64,6 +67,23 @@ fn main() -> std::process::ExitCode {
                 }
             },
         };
+        if let Output::Csv(p) | Output::Parquet(p) = &output {
+            if args.force {
+                formats::atomic::permit_replacing(p);
+            }
+            let mut inputs = vec![("--model", args.model.as_path())];
+            inputs.extend(args.pruned.as_deref().map(|p| ("--pruned", p)));
+            inputs.extend(args.inputs.iter().map(|p| ("an image input", p.as_path())));
+            formats::written::check_paths(&inputs, &[("--output", p)]).map_err(|e| match e {
+                Error::Invalid { path, message } if !args.force => Error::Invalid {
+                    path,
+                    message: message + " (--force replaces it)",
+                },
+                e => e,
+            })?;
+        }
+        formats::config::check_input_scale("--input-scale", args.input_scale)
+            .map_err(cli::Usage)?;
         let files = PredictFiles {
             model: args.model,
             pruned: args.pruned,
@@ -77,7 +97,7 @@ fn main() -> std::process::ExitCode {
             Output::Stdout => match table.to_csv(std::io::stdout().lock(), Floats::Repr) {
                 // A reader that stops early (`| head`) is not an error.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                r => r?,
+                r => r.map_err(|e| Error::io("standard output", e))?,
             },
             Output::Csv(p) => table.write_csv(p, Floats::Repr)?,
             Output::Parquet(p) => table.write(p)?,

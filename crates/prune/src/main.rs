@@ -7,7 +7,6 @@ use cli::progress::Bars;
 use cli::{CommonArgs, ModelArgs};
 use defense::config::{check_thresholds, PruneConfig};
 use defense::prune::{run, PruneFiles};
-use formats::config::config_error;
 use formats::paths::label;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,10 +38,12 @@ fn main() -> std::process::ExitCode {
     cli::stage("prune", |args: Args, config, work| {
         let t = Instant::now();
         let thresholds = match args.thresholds {
-            Some(t) => t,
+            Some(t) => {
+                check_thresholds(&t).map_err(|m| cli::Usage(format!("--thresholds: {m}")))?;
+                t
+            }
             None => config.table::<PruneConfig>()?.thresholds,
         };
-        check_thresholds(&thresholds).map_err(|m| config_error(&config.source, m))?;
         let files = PruneFiles {
             model: args.model.path(&work),
             profile: args.profile.unwrap_or_else(|| work.activations()),

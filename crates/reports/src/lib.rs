@@ -36,6 +36,18 @@ pub fn run(
     targets_path: &Path,
     out_dir: &Path,
 ) -> Result<Vec<std::path::PathBuf>> {
+    let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
+    formats::written::check_paths(
+        &[
+            ("the per-step scores", sweep_path),
+            ("the summary", summary_path),
+            ("the per-target scores", targets_path),
+        ],
+        &files
+            .iter()
+            .map(|f| ("a report file", f.as_path()))
+            .collect::<Vec<_>>(),
+    )?;
     let sweep = EvaluateSweep::read(sweep_path)?;
     let summary = Summary::read(summary_path)?;
     summary.check_against(summary_path, &sweep)?;
@@ -57,7 +69,6 @@ pub fn run(
     let total = sweep.channels() as f64;
     let data = plot_data(&sweep, &summary, total);
 
-    let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
     let [performance_csv, sweep_csv, summary_csv, targets_csv, png, svg] = &files;
     write_performance_csv(performance_csv, &performance)?;
     sweep.to_table().write_csv(sweep_csv, Floats::Repr)?;
