@@ -43,11 +43,16 @@ rm "$dir/work/evaluate/summary.parquet"
 [ "$(planned)" = "evaluate report" ] || fail "after an interrupted evaluate make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after an interrupted evaluate"
 
-# A process killed while writing leaves a temporary file; the stage's next run removes it.
-touch "$dir/work/evaluate/.tmp-999999-summary.parquet"
+# A process killed while writing leaves a temporary file, recorded in the folder's manifest
+# with its process; the stage's next run removes it. A file merely named like one stays.
+touch "$dir/work/evaluate/.tmp-999999-summary.parquet" "$dir/work/evaluate/.tmp-999998-summary.parquet"
+sed -i 's/"pending": {}/"pending": {".tmp-999999-summary.parquet": 999999}/' "$dir/work/evaluate/.fineprune-written.json"
+grep -q 999999 "$dir/work/evaluate/.fineprune-written.json" || fail "no manifest in work/evaluate"
 rm "$dir/work/evaluate/summary.parquet"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after a killed evaluate"
 [ ! -e "$dir/work/evaluate/.tmp-999999-summary.parquet" ] || fail "an abandoned temporary file was kept"
+[ -e "$dir/work/evaluate/.tmp-999998-summary.parquet" ] || fail "a file named like a temporary file was removed"
+rm "$dir/work/evaluate/.tmp-999998-summary.parquet"
 
 # Two configurations over one work folder: each run reports its own numbers, never the other's.
 other="$dir/other.toml"
