@@ -432,3 +432,33 @@ fn diverging_training_fails_and_writes_no_network() {
     let o = run("finetune", &["--config", s(&config)]);
     assert_refused(d, &before, &o, 1, &["diverged", "finetune.learning_rate"]);
 }
+
+#[test]
+fn a_full_standard_output_is_an_error_naming_it() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = copy_of_run("");
+    let d = dir.path();
+    let model = d.join("work/ingest/model.safetensors");
+    let config = d.join("pipeline.toml");
+    for (stage, args) in [
+        (
+            "predict",
+            vec!["--model", s(&model), s(&d.join("data/test.h5"))],
+        ),
+        ("report", vec!["--config", s(&config)]),
+        ("report", vec!["--config", s(&config), "--json"]),
+    ] {
+        let o = std::process::Command::new(fineprune_tests::bin(stage))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{stage}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("standard output"), "{err}");
+    }
+}

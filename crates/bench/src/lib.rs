@@ -192,7 +192,8 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
     }
     std::fs::create_dir_all(&work).at(&work)?;
     std::fs::write(work.join(MARKER), "").at(&work)?;
-    let summary = dir.join("stage.json");
+    // In bench's own work folder: nothing of the user's in `dir` is overwritten.
+    let summary = work.join("stage.json");
     // One stage as a child process, its JSON summary in `summary`.
     let stage_run = |config: &Path, stage: &str, args: &[std::ffi::OsString]| {
         let out = std::fs::File::create(&summary).at(&summary)?;

@@ -6,6 +6,7 @@ pub mod progress;
 use formats::config::Config;
 use formats::paths::WorkPaths;
 use formats::Error;
+use std::io::Write;
 use std::path::PathBuf;
 
 /// The allocator every stage binary installs: the tensor code allocates and frees large
@@ -114,7 +115,8 @@ pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::proce
                 _ if usage => 2,
                 _ => 1,
             };
-            eprintln!("{stage}: error: {}", one_line(&e));
+            // Not `eprintln!`, which panics when stderr is closed or full.
+            let _ = writeln!(std::io::stderr(), "{stage}: error: {}", one_line(&e));
             std::process::ExitCode::from(code)
         }
     }
@@ -135,8 +137,31 @@ pub fn with_seconds(
 }
 
 /// Prints `value` as one line of JSON on stdout.
-pub fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+pub fn print_json(value: &serde_json::Value) -> Result<(), Error> {
+    write_line(format_args!("{value}"))
+}
+
+/// `println!` that fails instead of panicking: a full or closed standard output is an error
+/// naming it (a reader that stops early, `| head`, is not).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_line(format_args!($($arg)*))
+    };
+}
+
+/// One line on standard output, flushed, for [`outln!`].
+pub fn write_line(args: std::fmt::Arguments) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| Error::io("standard output", e)),
+    }
 }
 
 /// The error and its causes on one line, skipping causes a message already quotes.

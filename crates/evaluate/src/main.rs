@@ -56,7 +56,7 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &Bars::new())?;
         let seconds = t.elapsed().as_secs_f64();
         if json {
-            cli::print_json(&cli::with_seconds("evaluate", &s, seconds));
+            cli::print_json(&cli::with_seconds("evaluate", &s, seconds))?;
             return Ok(());
         }
         for r in &s.summary {
@@ -68,22 +68,22 @@ fn main() -> std::process::ExitCode {
                 .scores
                 .flagged_poisoned
                 .map(|f| format!(", flags {f:.2}% of triggered images"));
-            println!(
+            cli::outln!(
                 "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
                 r.network.as_str(),
                 r.channels_pruned,
                 r.scores.clean_test_accuracy,
                 r.scores.attack_success_rate,
                 flags.unwrap_or_default()
-            );
+            )?;
         }
         let [sweep, targets, summary] = &s.outputs;
-        println!(
+        cli::outln!(
             "-> {}, {}, {} ({seconds:.2} s)",
             sweep.display(),
             targets.display(),
             summary.display()
-        );
+        )?;
         Ok(())
     })
 }

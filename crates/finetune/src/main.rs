@@ -46,20 +46,20 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &ft, &Bars::new())?;
         if args.common.json {
             let seconds = t.elapsed().as_secs_f64();
-            cli::print_json(&cli::with_seconds("finetune", &s, seconds));
+            cli::print_json(&cli::with_seconds("finetune", &s, seconds))?;
             return Ok(());
         }
         for m in &s.models {
             let held_out = m.checkpoints.last().and_then(|c| c.holdout_accuracy);
             for out in &m.models {
-                println!(
+                cli::outln!(
                     "{}: {} channels pruned, {} steps, held-out accuracy {} -> {}",
                     m.name,
                     m.channels_pruned,
                     ft.steps,
                     held_out.map_or("n/a".into(), |a| format!("{a:.2}%")),
                     out.display()
-                );
+                )?;
             }
         }
         Ok(())

@@ -56,21 +56,21 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &Bars::new())?;
         let seconds = t.elapsed().as_secs_f64();
         if args.common.json {
-            cli::print_json(&cli::with_seconds("ingest", &s, seconds));
+            cli::print_json(&cli::with_seconds("ingest", &s, seconds))?;
             return Ok(());
         }
         for d in &s.datasets {
-            println!("{}", d.line());
+            cli::outln!("{}", d.line())?;
         }
         let m = &s.model;
-        println!(
+        cli::outln!(
             "{} -> {}: DeepID, {} classes, input scale {}, sha256 {}, {seconds:.2} s",
             m.input.display(),
             m.output.display(),
             m.classes,
             m.input_scale,
             &m.source_sha256[..12]
-        );
+        )?;
         Ok(())
     })
 }

@@ -83,25 +83,25 @@ fn main() -> std::process::ExitCode {
                     .filter(|o| o.result.is_err())
                     .map(|o| o.name.as_str())
                     .collect();
-                println!(
+                cli::outln!(
                     "zoo: {} networks, {} failed or not run -> {}",
                     outcomes.len(),
                     failed.len(),
                     files
                         .last()
                         .map_or(String::new(), |f| f.display().to_string())
-                );
+                )?;
                 let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
                 if !costs.is_empty() {
                     let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;
                     let peak = costs.iter().map(|c| c.1).fold(0.0, f64::max);
                     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                     let parallel = (cores / threads.max(1)).max(1) as f64;
-                    println!(
+                    cli::outln!(
                         "zoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job; about {:.0} networks an hour with {} job(s) at a time",
                         3600.0 * parallel / mean,
                         parallel
-                    );
+                    )?;
                 }
                 anyhow::ensure!(
                     failed.is_empty(),
@@ -117,12 +117,12 @@ fn main() -> std::process::ExitCode {
                 for p in &done.removed {
                     tracing::debug!("removed {}", p.display());
                 }
-                println!("clean: removed {} files and folders", done.removed.len());
+                cli::outln!("clean: removed {} files and folders", done.removed.len())?;
                 for d in &done.kept {
-                    println!(
+                    cli::outln!(
                         "clean: kept {}: it holds files the pipeline did not write",
                         d.display()
-                    );
+                    )?;
                 }
             }
         }

@@ -104,9 +104,9 @@ fn main() -> std::process::ExitCode {
         }
         let seconds = t.elapsed().as_secs_f64();
         if args.json {
-            cli::print_json(&cli::with_seconds("predict", &summary, seconds));
+            cli::print_json(&cli::with_seconds("predict", &summary, seconds))?;
         } else if let Output::Csv(p) | Output::Parquet(p) = &output {
-            println!(
+            cli::outln!(
                 "{} images -> {} ({:.0} images/s){}",
                 summary.images,
                 p.display(),
@@ -114,7 +114,7 @@ fn main() -> std::process::ExitCode {
                 summary
                     .flagged_backdoor
                     .map_or(String::new(), |n| format!(", {n} flagged as backdoor"))
-            );
+            )?;
         }
         Ok(())
     })

@@ -44,10 +44,10 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &config.table::<ProfileConfig>()?, &Bars::new())?;
         let seconds = t.elapsed().as_secs_f64();
         if args.common.json {
-            cli::print_json(&cli::with_seconds("profile", &s, seconds));
+            cli::print_json(&cli::with_seconds("profile", &s, seconds))?;
         } else {
             if let Some(r) = &s.rnp {
-                println!(
+                cli::outln!(
                     "RNP: {} unlearning steps to {:.1}% batch accuracy{}; masked unlearned network {:.1}%; lowest masks {}",
                     r.unlearn_steps,
                     r.unlearned_accuracy,
@@ -58,9 +58,9 @@ fn main() -> std::process::ExitCode {
                         .map(|&c| format!("{c}: {:.3}", r.masks[c]))
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
+                )?;
             }
-            println!(
+            cli::outln!(
                 "{} images -> {}: {} of {} channels never active; pruning order {:?}... ({}, {:.2} s)",
                 s.images,
                 files.output.display(),
@@ -69,7 +69,7 @@ fn main() -> std::process::ExitCode {
                 &s.order[..s.order.len().min(8)],
                 s.statistic,
                 seconds
-            );
+            )?;
         }
         Ok(())
     })

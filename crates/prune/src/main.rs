@@ -53,23 +53,23 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &thresholds, &Bars::new())?;
         let seconds = t.elapsed().as_secs_f64();
         if args.common.json {
-            cli::print_json(&cli::with_seconds("prune", &s, seconds));
+            cli::print_json(&cli::with_seconds("prune", &s, seconds))?;
             return Ok(());
         }
         for m in &s.models {
-            println!(
+            cli::outln!(
                 "threshold {} points: {} channels pruned, validation accuracy {:.2}% -> {}",
                 label(m.threshold_percent),
                 m.channels_pruned,
                 m.valid_accuracy,
                 m.path.display()
-            );
+            )?;
         }
-        println!(
+        cli::outln!(
             "{} steps -> {} ({seconds:.2} s)",
             s.steps,
             s.output.display()
-        );
+        )?;
         Ok(())
     })
 }

@@ -44,10 +44,10 @@ fn main() -> std::process::ExitCode {
                 "stage": "report",
                 "outputs": files,
                 "seconds": t.elapsed().as_secs_f64(),
-            }));
+            }))?;
         } else {
             for f in &files {
-                println!("{}", f.display());
+                cli::outln!("{}", f.display())?;
             }
         }
         Ok(())

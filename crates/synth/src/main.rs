@@ -38,15 +38,15 @@ fn main() -> std::process::ExitCode {
         let s = run(&files, &sc, &Bars::new())?;
         let seconds = t.elapsed().as_secs_f64();
         if args.common.json {
-            cli::print_json(&cli::with_seconds("synth", &s, seconds));
+            cli::print_json(&cli::with_seconds("synth", &s, seconds))?;
             return Ok(());
         }
-        println!(
+        cli::outln!(
             "synthetic BadNet: clean test accuracy {:.2}%, attack success rate {:.2}% ({} training images, {:.1} s training, {seconds:.1} s total)",
             s.clean_test_accuracy, s.attack_success_rate, s.train_images, s.train_seconds
-        );
+        )?;
         for p in &s.outputs {
-            println!("{}", p.display());
+            cli::outln!("{}", p.display())?;
         }
         Ok(())
     })
