@@ -476,6 +476,11 @@ fn corrupt_parquet_and_safetensors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
 
+    // Not the pipeline's file: ingest does not replace it.
+    let o = run("ingest", &["--config", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("did not write"), "{}", stderr(&o));
+    std::fs::remove_file(ingest.join("model.safetensors")).unwrap();
     assert!(run("ingest", &["--config", c]).status.success());
     std::fs::write(ingest.join("valid.parquet"), b"PAR1 not really").unwrap();
     let o = run("profile", &["--config", c]);

@@ -151,3 +151,36 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// [`run`], failing the test if the stage has not ended after `limit` (it is then killed), so
+/// a stage that would block for ever fails instead of hanging the tests.
+pub fn run_within(stage: &str, args: &[&str], limit: std::time::Duration) -> Output {
+    let child = Command::new(bin(stage))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("stage starts");
+    let pid = child.id().to_string();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(child.wait_with_output()));
+    match receive.recv_timeout(limit) {
+        Ok(output) => output.expect("stage output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("{stage} {args:?} still running after {limit:?}");
+        }
+    }
+}
+
+/// Tampers with a stage's table as a user could: the result is not the pipeline's.
+pub fn edit_table(path: &Path, edit: impl FnOnce(&mut formats::table::Table)) {
+    let mut t = formats::table::Table::read(path).unwrap();
+    edit(&mut t);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let edited = elsewhere.path().join("edited.parquet");
+    t.write(&edited).unwrap();
+    std::fs::copy(&edited, path).unwrap();
+}

@@ -5,7 +5,7 @@
 
 use defense::config::Statistic;
 use defense::profile::Profile;
-use fineprune_tests::{run, run_ok, stderr, write_config};
+use fineprune_tests::{edit_table, run, run_ok, stderr, write_config};
 use formats::table::{Column, Table};
 use std::path::Path;
 
@@ -95,9 +95,7 @@ fn rnp_profile_round_trips_is_deterministic_and_is_checked() {
         }),
     ];
     for (needle, edit) in cases {
-        let mut t = Table::read(&path).unwrap();
-        edit(&mut t);
-        t.write(&path).unwrap();
+        edit_table(&path, edit);
         prune_refuses(&c, needle);
         std::fs::write(&path, &good).unwrap();
     }

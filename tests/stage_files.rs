@@ -2,11 +2,12 @@
 //! network can be wrong is one clear error naming the file, exit 1, and no output.
 
 use defense::features::Features;
-use fineprune_tests::{files_below, missing_fixtures, run, run_ok, stderr, sweep_config};
+use fineprune_tests::{
+    edit_table, files_below, missing_fixtures, run, run_ok, stderr, sweep_config,
+};
 use formats::table::{Column, Table};
 use formats::ModelFile;
 use model::DeepIdWeights;
-use std::path::Path;
 
 const TINY_FINETUNE: &str = "[finetune]\nsteps = 2\nbatch_size = 8\nunpruned = false\n";
 
@@ -28,12 +29,6 @@ fn refuses(stage: &str, c: &str, file: &str, needle: &str) {
     assert_eq!(o.status.code(), Some(1), "{stage}: {err}");
     assert!(err.contains(file) && err.contains(needle), "{stage}: {err}");
     assert_eq!(err.lines().count(), 1, "{stage}: {err}");
-}
-
-fn edit_table(path: &Path, edit: impl FnOnce(&mut Table)) {
-    let mut t = Table::read(path).unwrap();
-    edit(&mut t);
-    t.write(path).unwrap();
 }
 
 fn column<'a>(t: &'a mut Table, name: &str) -> &'a mut Column {

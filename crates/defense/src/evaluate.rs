@@ -115,8 +115,7 @@ struct Tuned {
 /// when `finetune` has not run.
 fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
     let manifest = dir.join(paths::FINETUNE_MODELS);
-    let text = match std::fs::read_to_string(&manifest) {
-        Ok(t) => t,
+    let text = match std::fs::metadata(&manifest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(
                 "{}: not there, so no fine-tuned networks are scored",
@@ -124,7 +123,7 @@ fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tu
             );
             return Ok(Vec::new());
         }
-        Err(e) => return Err(Error::io(&manifest, e)),
+        _ => formats::files::read_text(&manifest)?,
     };
     let listed: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::invalid(&manifest, format!("not JSON: {e}")))?;

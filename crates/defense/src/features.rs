@@ -174,7 +174,7 @@ impl Features {
     /// activation is negative or not finite (pool_3 follows a ReLU), or if a label is not
     /// one of the model's `classes`.
     pub fn load(path: &Path, model_fingerprint: &str, classes: usize) -> Result<Self> {
-        let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let buf = formats::weights::read(path)?;
         let (tensors, meta) = deserialize(&buf, path)?;
         let recorded = meta.get(MODEL_KEY).map(String::as_str).unwrap_or_default();
         check_same_model(path, recorded, model_fingerprint)?;

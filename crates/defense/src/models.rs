@@ -3,6 +3,7 @@
 //! with exactly the expected conv_3 channels pruned and those channels zero.
 
 use formats::{Error, ModelFile, Result};
+use model::weights::Pruned;
 use model::DeepIdWeights;
 use std::path::Path;
 
@@ -21,12 +22,8 @@ pub fn load_derived(
                 .into(),
         ));
     };
-    if pruned.backdoored != backdoored.fingerprint() {
-        return Err(bad(format!(
-            "was derived from another network (fingerprint {:?}, the backdoored model's is {})",
-            pruned.backdoored,
-            backdoored.fingerprint()
-        )));
+    if let Some(why) = other_parent(pruned, backdoored) {
+        return Err(bad(why));
     }
     if pruned.channels != channels {
         return Err(bad(format!(
@@ -34,18 +31,8 @@ pub fn load_derived(
             pruned.channels, channels
         )));
     }
-    if w.classes() != backdoored.classes() {
-        return Err(bad(format!(
-            "has {} classes, the backdoored model {}",
-            w.classes(),
-            backdoored.classes()
-        )));
-    }
-    if w.provenance.input_scale != backdoored.provenance.input_scale {
-        return Err(bad(format!(
-            "expects input scale {}, the backdoored model {}",
-            w.provenance.input_scale, backdoored.provenance.input_scale
-        )));
+    if let Some(why) = incompatible(&w, backdoored) {
+        return Err(bad(why));
     }
     if let Some(c) = w.live_channel(channels) {
         return Err(bad(format!(
@@ -53,4 +40,32 @@ pub fn load_derived(
         )));
     }
     Ok(w)
+}
+
+/// Why a network recording `pruned` was not made from `backdoored`, if it was not.
+pub(crate) fn other_parent(pruned: &Pruned, backdoored: &DeepIdWeights) -> Option<String> {
+    (pruned.backdoored != backdoored.fingerprint()).then(|| {
+        format!(
+            "was derived from another network (fingerprint {:?}, the backdoored model's is {})",
+            pruned.backdoored,
+            backdoored.fingerprint()
+        )
+    })
+}
+
+/// Why `w` cannot stand beside `backdoored` (other classes or input scale), if it cannot.
+pub(crate) fn incompatible(w: &DeepIdWeights, backdoored: &DeepIdWeights) -> Option<String> {
+    if w.classes() != backdoored.classes() {
+        return Some(format!(
+            "has {} classes, the backdoored model {}",
+            w.classes(),
+            backdoored.classes()
+        ));
+    }
+    (w.provenance.input_scale != backdoored.provenance.input_scale).then(|| {
+        format!(
+            "expects input scale {}, the backdoored model {}",
+            w.provenance.input_scale, backdoored.provenance.input_scale
+        )
+    })
 }

@@ -1,14 +1,16 @@
 //! The deployed defense: classify images with the backdoored network B and, given a pruned or
 //! fine-pruned B', with the repaired ensemble G(B, B'), which answers N ("backdoor", N = the
 //! number of classes) wherever B and B' disagree. Inputs are photos (PNG, JPEG; folders are
-//! searched for them), CSAW HDF5 files (labels optional) and image Parquet tables. Every input
-//! is opened and checked before any work; decoding runs on its own thread a batch ahead of
-//! the networks, and both use all cores.
+//! searched for them, each file once), CSAW HDF5 files (labels optional) and image Parquet
+//! tables. Every input is opened and checked before any work, and must be a regular file: a
+//! FIFO, device or socket, given or found in a folder under a photo's name, is refused by name
+//! (other names in a folder are not inputs, whatever they are). Decoding runs on its own thread
+//! a batch ahead of the networks, and both use all cores.
 
 use formats::keras::check_signature;
-use formats::photos;
 use formats::source::Images;
 use formats::table::{Column, Table};
+use formats::{files, photos};
 use formats::{Error, ModelFile, Result};
 use model::geometry::IMAGE_LEN;
 use model::network::Classifier;
@@ -90,44 +92,50 @@ pub fn load_model(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
     }
 }
 
-/// Checks that `pruned` can stand beside `model` in G.
-fn check_pair(model: &DeepIdWeights, pruned: &DeepIdWeights, path: &Path) -> Result<()> {
-    if pruned.classes() != model.classes() {
-        return Err(Error::invalid(
-            path,
+/// Checks that `pruned` can stand beside `model` in G: another file, holding a network derived
+/// from B, where B (`model`) is not itself pruned. Swapped or repeated roles are usage errors.
+/// A network with no pruning record (a Keras file from elsewhere) is taken on trust unless it
+/// is B itself.
+fn check_pair(
+    model_path: &Path,
+    path: &Path,
+    model: &DeepIdWeights,
+    pruned: &DeepIdWeights,
+) -> Result<()> {
+    let usage = |path: &Path, what: String| Error::Config {
+        path: path.to_path_buf(),
+        message: format!("{what}; the pruned network must be a network derived from --model"),
+    };
+    if files::same_file(path, model_path) {
+        return Err(usage(path, "--pruned is the same file as --model".into()));
+    }
+    if let Some(p) = &model.provenance.pruned {
+        return Err(usage(
+            model_path,
             format!(
-                "has {} classes, the model {}",
-                pruned.classes(),
-                model.classes()
+                "--model is itself a pruned network (derived from network {}), not the \
+                 backdoored network B (are --model and --pruned swapped?)",
+                p.backdoored
             ),
         ));
     }
-    if pruned.provenance.input_scale != model.provenance.input_scale {
-        return Err(Error::invalid(
-            path,
-            format!(
-                "expects input scale {}, the model {}",
-                pruned.provenance.input_scale, model.provenance.input_scale
-            ),
-        ));
+    if let Some(why) = crate::models::incompatible(pruned, model) {
+        return Err(Error::invalid(path, why));
     }
-    match &pruned.provenance.pruned {
-        Some(p) if p.backdoored != model.fingerprint() => Err(Error::invalid(
-            path,
-            "was derived from another network than --model (its fingerprint differs)",
-        )),
-        _ => Ok(()),
-    }
+    let why = match &pruned.provenance.pruned {
+        Some(p) => crate::models::other_parent(p, model),
+        None => (pruned.fingerprint() == model.fingerprint())
+            .then(|| "--pruned holds the same network as --model, not one derived from it".into()),
+    };
+    why.map_or(Ok(()), |why| Err(usage(path, why)))
 }
 
 /// Opens every input; folders give their photos (searched recursively, in name order).
 fn open_inputs(inputs: &[PathBuf], classes: usize) -> Result<Vec<Source>> {
     let mut sources = Vec::new();
     for path in inputs {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            let mut found = Vec::new();
-            find_photos(path, &mut found)?;
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            let found = files::walk(path, &photos::is_photo_name)?;
             if found.is_empty() {
                 return Err(Error::invalid(
                     path,
@@ -140,6 +148,7 @@ fn open_inputs(inputs: &[PathBuf], classes: usize) -> Result<Vec<Source>> {
             sources.push(Source::Photos(found));
             continue;
         }
+        files::regular(path)?;
         let mut head = [0u8; 16];
         let n = std::io::Read::read(
             &mut std::fs::File::open(path).map_err(|e| Error::io(path, e))?,
@@ -160,23 +169,6 @@ fn open_inputs(inputs: &[PathBuf], classes: usize) -> Result<Vec<Source>> {
         });
     }
     Ok(sources)
-}
-
-fn find_photos(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io(dir, e))?;
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            find_photos(&path, found)?;
-        } else if photos::is_photo_name(&path) {
-            found.push(path);
-        }
-    }
-    Ok(())
 }
 
 /// Sends each source's images, decoded, in chunks of at most [`BATCH`].
@@ -266,7 +258,7 @@ pub fn run(
     let pruned = match &files.pruned {
         Some(path) => {
             let p = load_model(path, files.input_scale)?;
-            check_pair(&model, &p, path)?;
+            check_pair(&files.model, path, &model, &p)?;
             Some(p)
         }
         None => None,

@@ -113,7 +113,7 @@ pub trait Table: Serialize + DeserializeOwned + Default {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         Self::parse(&text, path)
     }
 

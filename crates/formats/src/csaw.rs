@@ -1,7 +1,7 @@
 //! CSAW-HackML HDF5 datasets: `data` float32 (N, 3, 55, 47) pixels in 0..255 and `label` of
 //! any numeric type, optionally `true_label` (the identity behind a triggered image). Read in
 //! batches of images so memory does not grow with the file; any chunking or filter the HDF5
-//! library knows (deflate, shuffle, LZF) is handled by it.
+//! library knows (deflate, shuffle, LZF) is handled by it, and one it lacks is named on opening.
 
 use crate::error::{Error, Result, WithPath};
 use hdf5::types::TypeDescriptor;
@@ -64,14 +64,10 @@ impl CsawFile {
         };
         let shape = data.shape();
         check_image_shape(path, &shape)?;
-        if !matches!(
-            data.dtype().at(path)?.to_descriptor().at(path)?,
-            TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_)
-        ) {
-            return Err(Error::invalid(path, "`data` is not numeric"));
-        }
+        check_numeric(path, "data", &data, "pixels must be numbers")?;
         let len = shape[0];
         let check_labels = |name: &str, ds: &hdf5::Dataset| -> Result<()> {
+            check_numeric(path, name, ds, "labels must be integer class numbers")?;
             let ls = ds.shape();
             let n = match ls.as_slice() {
                 [n] | [n, 1] => *n,
@@ -101,9 +97,11 @@ impl CsawFile {
             return Err(Error::invalid(path, "the dataset is empty (0 images)"));
         }
         check_stored(path, "data", &data, len)?;
+        check_filters(path, "data", &data)?;
         for (name, ds) in [("label", &label), ("true_label", &true_label)] {
             if let Some(ds) = ds {
                 check_stored(path, name, ds, len)?;
+                check_filters(path, name, ds)?;
             }
         }
         Ok(Self {
@@ -205,6 +203,64 @@ fn label_value(path: &Path, name: &str, index: usize, v: f64, classes: usize) ->
         ));
     }
     Ok(v as i32)
+}
+
+/// Refuses a dataset of anything but numbers (strings, compounds, ...) by name, before a read
+/// fails with the library's conversion error.
+fn check_numeric(path: &Path, name: &str, ds: &hdf5::Dataset, rule: &str) -> Result<()> {
+    match ds.dtype().at(path)?.to_descriptor().at(path)? {
+        TypeDescriptor::Float(_) | TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => {
+            Ok(())
+        }
+        other => Err(Error::invalid(
+            path,
+            format!("`{name}` holds {other} values; {rule}"),
+        )),
+    }
+}
+
+/// HDF5 filters by registered id: HDF5's own, those the hdf5 crate can build in, then common
+/// plugins; to name a missing filter and list the available ones.
+const FILTERS: [(i32, &str); 14] = [
+    (1, "deflate"),
+    (2, "shuffle"),
+    (3, "fletcher32"),
+    (4, "szip"),
+    (5, "nbit"),
+    (6, "scaleoffset"),
+    (32000, "lzf"),
+    (32001, "blosc"),
+    (32013, "zfp"),
+    (307, "bzip2"),
+    (32004, "lz4"),
+    (32008, "bitshuffle"),
+    (32015, "zstd"),
+    (32026, "blosc2"),
+];
+
+/// Refuses a dataset compressed with a filter this build cannot decode: reading it would fail
+/// only at its first chunk, with the library's message about plugin folders.
+pub(crate) fn check_filters(path: &Path, name: &str, ds: &hdf5::Dataset) -> Result<()> {
+    use hdf5::filters::Filter;
+    let decodes = |id: i32| Filter::get_info(id).decode_enabled;
+    let Some(missing) = ds.filters().iter().map(Filter::id).find(|&id| !decodes(id)) else {
+        return Ok(());
+    };
+    let known = FILTERS.iter().find(|(id, _)| *id == missing);
+    let available: Vec<&str> = FILTERS
+        .iter()
+        .filter(|(id, _)| decodes(*id))
+        .map(|(_, n)| *n)
+        .collect();
+    Err(Error::invalid(
+        path,
+        format!(
+            "dataset `{name}` is compressed with HDF5 filter {missing}{}, which this build \
+             cannot read (available: {}); rewrite it with deflate or lzf",
+            known.map_or(String::new(), |(_, n)| format!(" ({n})")),
+            available.join(", ")
+        ),
+    ))
 }
 
 /// Refuses a dataset whose storage was never (fully) written: HDF5 would read the missing part

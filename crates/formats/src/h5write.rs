@@ -55,6 +55,9 @@ pub fn write_csaw(path: &std::path::Path, batch: &Batch, compress: bool) -> hdf5
 
 /// Whether `path` is an HDF5 file written by `synth`.
 pub fn is_generated(path: &std::path::Path) -> bool {
+    if crate::keras::check_signature(path).is_err() {
+        return false;
+    }
     let Ok(file) = hdf5::File::open(path) else {
         return false;
     };

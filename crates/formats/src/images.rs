@@ -204,6 +204,7 @@ pub struct ImageReader {
 
 impl ImageReader {
     pub fn open(path: &Path, batch_size: usize) -> Result<Self> {
+        crate::files::regular(path)?;
         let file = File::open(path).at(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
         checksum::verify(path, builder.metadata())?;
@@ -238,7 +239,10 @@ impl ImageReader {
                 Ok(other) => {
                     return Err(Error::invalid(
                         path,
-                        format!("column `{name}` is {other}, expected Int32"),
+                        format!(
+                            "column `{name}` holds {other} values; labels must be integer class \
+                             numbers (Int32)"
+                        ),
                     ))
                 }
                 Err(_) => return Err(Error::invalid(path, format!("no `{name}` column"))),

@@ -5,7 +5,7 @@ use crate::atomic::AtomicFile;
 use crate::csaw::CsawFile;
 use crate::error::{Error, Result};
 use crate::images::{self, ImageWriter, PixelType, Pixels};
-use crate::paths::Split;
+use crate::paths::{self, Split};
 use crate::weights::ModelFile;
 use model::progress::Progress;
 use serde::Serialize;
@@ -153,6 +153,26 @@ pub struct IngestSummary {
 /// published or none), then the weights to `model.safetensors`, the stage's last output, so
 /// an interrupted run never looks complete to make.
 pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary> {
+    let tables = files
+        .datasets
+        .each_ref()
+        .map(|(split, _)| files.output_dir.join(paths::dataset_file(*split)));
+    let model_out = files.output_dir.join(paths::INGEST_MODEL);
+    let [valid, test, poisoned] = &files.datasets;
+    crate::written::check_paths(
+        &[
+            ("the validation images", &valid.1),
+            ("the test images", &test.1),
+            ("the triggered test images", &poisoned.1),
+            ("the Keras weights", &files.weights),
+        ],
+        &[
+            ("an image table", &tables[0]),
+            ("an image table", &tables[1]),
+            ("an image table", &tables[2]),
+            ("the network", &model_out),
+        ],
+    )?;
     let weights = crate::keras::import(&files.weights, files.input_scale)?;
     let classes = weights.classes();
     let sources = files
@@ -177,10 +197,10 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
     let (datasets, outputs): (Vec<_>, Vec<_>) = std::thread::scope(|scope| {
         let jobs: Vec<_> = sources
             .iter()
-            .map(|(split, src)| {
-                let output = files.output_dir.join(format!("{split}.parquet"));
+            .zip(&tables)
+            .map(|((_, src), output)| {
                 scope.spawn(move || {
-                    ingest_dataset(src, &output, classes, &|n| progress.advance(n as u64))
+                    ingest_dataset(src, output, classes, &|n| progress.advance(n as u64))
                 })
             })
             .collect();
@@ -192,7 +212,6 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
     .unzip();
     progress.finish();
     crate::atomic::commit_all(outputs)?;
-    let model_out = files.output_dir.join("model.safetensors");
     weights.save(&model_out)?;
     Ok(IngestSummary {
         datasets,

@@ -13,7 +13,11 @@ use model::weights::{Layer, Param};
 use model::{DeepIdWeights, LayerName, Layers, Provenance};
 use std::path::Path;
 
-/// Imports a Keras DeepID weights file.
+/// Imports a Keras DeepID weights file. Layers without weights (input, pooling, flatten, ...)
+/// may have any name; a layer with weights that DeepID does not have, or a DeepID layer with
+/// weights besides its kernel and bias, is refused rather than silently dropped. A full model
+/// the pipeline exported keeps its record (pruned channels, fine-tuning) from the root
+/// attribute `fineprune`.
 pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
     check_signature(path)?;
     let file = hdf5::File::open(path).at(path)?;
@@ -28,6 +32,29 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
         ));
     };
     let names = read_strings(&root.attr("layer_names").at(path)?).at(path)?;
+    // A layer's group and the names of its weights.
+    let layer = |name: &str| -> Result<(hdf5::Group, Vec<String>)> {
+        let group = root
+            .group(name)
+            .map_err(|_| Error::invalid(path, format!("layer {name} has no weight group")))?;
+        let weights = read_strings(&group.attr("weight_names").at(path)?).at(path)?;
+        Ok((group, weights))
+    };
+    for name in names.iter().filter(|n| LayerName::parse(n).is_none()) {
+        // Keras gives every layer a group; one without (or without `weight_names`) has no
+        // weights Keras would load either.
+        let weights = layer(name).map(|(_, w)| w).unwrap_or_default();
+        if !weights.is_empty() {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "layer {name} (weights {}) is not one of DeepID's layers with weights ({})",
+                    weights.join(", "),
+                    LayerName::ALL.map(LayerName::as_str).join(", ")
+                ),
+            ));
+        }
+    }
     let keras = Layers::try_from_fn(|name| -> Result<Layer> {
         if !names.iter().any(|n| n == name.as_str()) {
             return Err(Error::invalid(
@@ -38,20 +65,27 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
                 ),
             ));
         }
-        let group = root
-            .group(name.as_str())
-            .map_err(|_| Error::invalid(path, format!("layer {name} has no weight group")))?;
-        let weight_names = read_strings(&group.attr("weight_names").at(path)?).at(path)?;
-        let find = |role: &str| -> Result<Param> {
+        let (group, weight_names) = layer(name.as_str())?;
+        if let Some(extra) = weight_names
+            .iter()
+            .find(|w| !matches!(role(w), "kernel" | "bias"))
+        {
+            return Err(Error::invalid(
+                path,
+                format!("layer {name} has weight {extra} besides DeepID's kernel and bias"),
+            ));
+        }
+        let find = |want: &str| -> Result<Param> {
             let wn = weight_names
                 .iter()
-                .find(|w| w.rsplit('/').next().map(|s| s.trim_end_matches(":0")) == Some(role))
+                .find(|w| role(w) == want)
                 .ok_or_else(|| {
-                    Error::invalid(path, format!("layer {name} has no {role} weight"))
+                    Error::invalid(path, format!("layer {name} has no {want} weight"))
                 })?;
             let ds = group.dataset(wn).map_err(|_| {
                 Error::invalid(path, format!("layer {name}: dataset {wn} is missing"))
             })?;
+            crate::csaw::check_filters(path, wn, &ds)?;
             let data = ds.read_raw::<f32>().at(path)?;
             Ok(Param::new(ds.shape(), data))
         };
@@ -83,16 +117,39 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(DeepIdWeights {
-        layers,
-        provenance: Provenance::new(source, sha256_file(path)?, input_scale),
-    })
+    let mut provenance = Provenance::new(source, sha256_file(path)?, input_scale);
+    if let Ok(attr) = file.attr(PROVENANCE_ATTR) {
+        let text = read_strings(&attr).at(path)?.concat();
+        let map = serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(
+                path,
+                format!("attribute {PROVENANCE_ATTR} is not a JSON map of strings: {e}"),
+            )
+        })?;
+        let recorded = Provenance::from_metadata(map, path)?;
+        provenance.pruned = recorded.pruned;
+        provenance.finetuned = recorded.finetuned;
+    }
+    Ok(DeepIdWeights { layers, provenance })
+}
+
+/// The root attribute of an exported full model holding the pipeline's record (JSON).
+const PROVENANCE_ATTR: &str = "fineprune";
+
+/// What a Keras weight is (`kernel`, `bias`, ...) from its name: `conv_1/kernel:0` in Keras 2,
+/// `conv_1/kernel` in Keras 3.
+fn role(weight: &str) -> &str {
+    weight
+        .rsplit_once('/')
+        .map_or(weight, |(_, last)| last)
+        .trim_end_matches(":0")
 }
 
 /// Writes a Keras 2 weights-only file (what `model.save_weights("x.h5")` writes) that Keras
 /// loads into the DeepID architecture and [`import`] reads back bit for bit. `generated` tags
 /// the file as made by `synth`.
 pub fn export(weights: &DeepIdWeights, path: &Path, generated: bool) -> Result<()> {
+    DeepIdWeights::validate(&weights.layers, path)?;
     let out = crate::atomic::AtomicFile::new(path)?;
     write_weights_file(weights, out.temp_path(), generated).at(path)?;
     out.commit()
@@ -104,6 +161,7 @@ pub fn export(weights: &DeepIdWeights, path: &Path, generated: bool) -> Result<(
 /// scale, as the source network did. The pipeline's provenance (pruned channels, source,
 /// input scale) rides along in the root attribute `fineprune` (JSON).
 pub fn export_model(weights: &DeepIdWeights, path: &Path) -> Result<()> {
+    DeepIdWeights::validate(&weights.layers, path)?;
     let out = crate::atomic::AtomicFile::new(path)?;
     write_model_file(weights, out.temp_path()).at(path)?;
     out.commit()
@@ -286,7 +344,7 @@ fn write_model_file(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
     string_attr(&file, "keras_version", KERAS_VERSION)?;
     string_attr(&file, "backend", "tensorflow")?;
     let provenance = serde_json::to_string(&weights.provenance.to_metadata()).expect("strings");
-    string_attr(&file, "fineprune", &provenance)?;
+    string_attr(&file, PROVENANCE_ATTR, &provenance)?;
     write_layers(&crate::h5write::group(&file, "model_weights")?, weights)?;
     file.close()
 }
@@ -365,12 +423,14 @@ fn read_strings(attr: &hdf5::Attribute) -> hdf5::Result<Vec<String>> {
     })
 }
 
-/// Gives "not an HDF5 file" a clear message instead of the library's error stack.
+/// Gives "not an HDF5 file" a clear message instead of the library's error stack; the one
+/// check every HDF5 input goes through before the library opens it, so it also refuses what is
+/// not a regular file.
 pub fn check_signature(path: &Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     const MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+    let len = crate::files::regular(path)?.len();
     let mut f = std::fs::File::open(path).at(path)?;
-    let len = f.metadata().at(path)?.len();
     // The superblock sits at 0, 512, 1024, 2048, ... (a user block may precede it).
     let mut offset = 0u64;
     while offset + 8 <= len {

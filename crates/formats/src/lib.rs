@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod config;
 pub mod csaw;
 pub mod error;
+pub mod files;
 pub mod h5write;
 pub mod images;
 pub mod ingest;

@@ -45,11 +45,11 @@ impl WorkPaths {
     }
 
     pub fn dataset(&self, split: Split) -> PathBuf {
-        self.at("ingest", format!("{split}.parquet"))
+        self.at("ingest", dataset_file(split))
     }
 
     pub fn model(&self) -> PathBuf {
-        self.at("ingest", "model.safetensors")
+        self.at("ingest", INGEST_MODEL)
     }
 
     pub fn activations(&self) -> PathBuf {
@@ -77,6 +77,14 @@ impl WorkPaths {
         self.at("evaluate", EVAL_SUMMARY)
     }
 }
+
+/// The ingest stage's image table of `split`.
+pub fn dataset_file(split: Split) -> String {
+    format!("{split}.parquet")
+}
+
+/// The ingest stage's copy of B (the file make tracks, so written last).
+pub const INGEST_MODEL: &str = "model.safetensors";
 
 /// The prune stage's accuracy after every step (the file make tracks, so written last).
 pub const PRUNE_SWEEP: &str = "sweep.parquet";

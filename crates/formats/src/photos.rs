@@ -50,6 +50,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<f32>> {
 
 /// Reads and decodes a photo file.
 pub fn read(path: &Path) -> Result<Vec<f32>> {
+    crate::files::regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode(path, &bytes)
 }

@@ -177,6 +177,7 @@ impl Table {
 
     /// Reads a whole table.
     pub fn read(path: &Path) -> Result<Self> {
+        crate::files::regular(path)?;
         let file = std::fs::File::open(path).at(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).at(path)?;
         checksum::verify(path, builder.metadata())?;

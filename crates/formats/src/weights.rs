@@ -3,9 +3,9 @@
 //! that equal networks give equal bytes.
 
 use crate::atomic;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WithPath};
 use model::weights::{hex, Layer, Param};
-use model::{DeepIdWeights, Layers, Provenance};
+use model::{DeepIdWeights, LayerName, Layers, Provenance};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -27,20 +27,16 @@ pub trait ModelFile: Sized {
 }
 
 impl ModelFile for DeepIdWeights {
-    /// Writes the file atomically.
+    /// Writes the file atomically; a network with a non-finite weight is refused, never written.
     fn save(&self, path: &Path) -> Result<()> {
+        DeepIdWeights::validate(&self.layers, path)?;
         let mut meta = self.provenance.to_metadata();
         meta.insert("architecture".into(), ARCHITECTURE.into());
         meta.insert("classes".into(), self.classes().to_string());
         let tensors: Vec<(String, &Param)> = self
             .layers
             .iter()
-            .flat_map(|(name, l)| {
-                [
-                    (format!("{name}.weight"), &l.weight),
-                    (format!("{name}.bias"), &l.bias),
-                ]
-            })
+            .flat_map(|(name, l)| tensor_names(name).into_iter().zip([&l.weight, &l.bias]))
             .collect();
         let bytes = serialize(
             tensors
@@ -52,9 +48,10 @@ impl ModelFile for DeepIdWeights {
         atomic::write_bytes(path, &bytes)
     }
 
-    /// Reads and checks a file in the DeepID tensor contract.
+    /// Reads and checks a file in the DeepID tensor contract: DeepID's tensors and no others,
+    /// the metadata's class count that of the output layer.
     fn load(path: &Path) -> Result<Self> {
-        let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let buf = read(path)?;
         let (tensors, mut meta) = deserialize(&buf, path)?;
         if let Some(arch) = meta.get("architecture").filter(|a| *a != ARCHITECTURE) {
             return Err(Error::invalid(
@@ -77,19 +74,48 @@ impl ModelFile for DeepIdWeights {
                 from_le_bytes(view.data()),
             ))
         };
+        let deepid: Vec<String> = LayerName::ALL.into_iter().flat_map(tensor_names).collect();
+        let mut names = tensors.names();
+        names.sort();
+        if let Some(extra) = names.iter().find(|n| !deepid.iter().any(|d| d == **n)) {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "tensor {extra} is not one of DeepID's ({})",
+                    deepid.join(", ")
+                ),
+            ));
+        }
         let layers = Layers::try_from_fn(|name| -> Result<Layer> {
+            let [weight, bias] = tensor_names(name);
             Ok(Layer {
-                weight: get_f32(format!("{name}.weight"))?,
-                bias: get_f32(format!("{name}.bias"))?,
+                weight: get_f32(weight)?,
+                bias: get_f32(bias)?,
             })
         })?;
         DeepIdWeights::validate(&layers, path)?;
-        for k in ["architecture", "classes"] {
-            meta.remove(k);
+        let classes = layers.output.weight.shape[0];
+        if let Some(recorded) = meta.remove("classes") {
+            if recorded.parse::<usize>() != Ok(classes) {
+                return Err(Error::invalid(
+                    path,
+                    format!(
+                        "metadata classes is {recorded:?}, but the output layer has {classes} \
+                         classes (tensor output.weight is {:?})",
+                        layers.output.weight.shape
+                    ),
+                ));
+            }
         }
+        meta.remove("architecture");
         let provenance = Provenance::from_metadata(meta, path)?;
         Ok(Self { layers, provenance })
     }
+}
+
+/// A layer's tensors in the PyTorch contract: `conv_1.weight`, `conv_1.bias`.
+fn tensor_names(layer: LayerName) -> [String; 2] {
+    [format!("{layer}.weight"), format!("{layer}.bias")]
 }
 
 /// A safetensors file's bytes from (name, dtype, shape, data) tensors and string metadata,
@@ -125,6 +151,38 @@ pub fn deserialize<'a>(
     Ok((SafeTensors::deserialize(buf).map_err(st_error(path))?, meta))
 }
 
+/// The bytes of a safetensors file, after checking that it is a regular file and that the
+/// header length its first 8 bytes give fits in the file: the safetensors crate would check
+/// only after everything was read.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let len = crate::files::regular(path)?.len();
+    let mut file = std::fs::File::open(path).at(path)?;
+    if len < 8 {
+        return Err(Error::invalid(
+            path,
+            format!("not a safetensors file: {len} bytes, too short for its 8-byte header length"),
+        ));
+    }
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head).at(path)?;
+    let header = u64::from_le_bytes(head);
+    if header > len - 8 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "not a safetensors file: its header claims {header} bytes, but the file has only \
+                 {len} bytes"
+            ),
+        ));
+    }
+    let mut buf = head.to_vec();
+    buf.reserve_exact(len as usize - 8);
+    // The size was checked: never read past it, should the file grow meanwhile.
+    file.take(len - 8).read_to_end(&mut buf).at(path)?;
+    Ok(buf)
+}
+
 /// Rewrites the JSON header with sorted keys; the length is unchanged because only the order
 /// of members changes.
 fn canonicalize_header(file: &mut [u8]) {
@@ -148,8 +206,9 @@ pub fn from_le_bytes<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
     bytemuck::pod_collect_to_vec(b)
 }
 
-/// SHA-256 of a file, streamed.
+/// SHA-256 of a regular file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
+    crate::files::regular(path)?;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;

@@ -208,11 +208,7 @@ pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Resul
 
 /// Whether two paths name one file, existing or not (links and `..` resolved).
 fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-        return (x.dev(), x.ino()) == (y.dev(), y.ino());
-    }
-    crate::config::normal(a) == crate::config::normal(b)
+    crate::files::same_file(a, b) || crate::config::normal(a) == crate::config::normal(b)
 }
 
 /// Whether `path` holds content the pipeline wrote there.

@@ -51,7 +51,7 @@ pub struct Plan {
 
 /// Reads and checks `zoo` and each network's configuration (refreshing its stamps).
 pub fn plan(zoo: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(zoo).at(zoo)?;
+    let text = formats::files::read_text(zoo)?;
     let file: ZooFile =
         toml::from_str(&text).map_err(|e| config_error(zoo, e.message().to_string()))?;
     if file.model.is_empty() {
