@@ -254,6 +254,43 @@ fn predict_replaces_a_user_file_only_with_force() {
         "predict",
         &["--model", s(&model), "--output", s(&out), s(&images)],
     );
+    // A link to a user's file, or a folder, in the way.
+    let link = d.join("link.csv");
+    std::os::unix::fs::symlink(d.join("pipeline.toml"), &link).unwrap();
+    let folder = d.join("folder.csv");
+    std::fs::create_dir(&folder).unwrap();
+    let before = snapshot(d);
+    let o = run(
+        "predict",
+        &["--model", s(&model), "--output", s(&link), s(&images)],
+    );
+    assert_refused(
+        d,
+        &before,
+        &o,
+        1,
+        &["link.csv", "a symbolic link is in the way"],
+    );
+    let o = run(
+        "predict",
+        &["--model", s(&model), "--output", s(&folder), s(&images)],
+    );
+    assert_refused(d, &before, &o, 1, &["folder.csv", "a folder is in the way"]);
+    assert!(!stderr(&o).contains("--force"));
+    // A damaged manifest is named, and nothing is written beside it.
+    std::fs::write(d.join(formats::written::MANIFEST), b"not JSON").unwrap();
+    let before = snapshot(d);
+    let o = run(
+        "predict",
+        &["--model", s(&model), "--output", s(&out), s(&images)],
+    );
+    assert_refused(
+        d,
+        &before,
+        &o,
+        1,
+        &[formats::written::MANIFEST, "not a fineprune manifest"],
+    );
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST: &str = ".fineprune-written.json";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct Manifest {
     /// File name -> SHA-256 of each content the pipeline wrote under that name that the file
     /// may hold now (two only between a commit's record and its rename).
@@ -113,14 +113,14 @@ impl Locked {
         Ok(hashes.contains(&hash))
     }
 
-    /// Refuses unless `name` is absent or holds content this manifest records.
-    fn check_replaceable(&self, name: &str) -> Result<()> {
-        let path = self.dir.join(name);
-        match std::fs::symlink_metadata(&path) {
+    /// Refuses unless `path` (in this folder) is absent or holds content this manifest
+    /// records.
+    fn check_replaceable(&self, path: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path, e)),
-            Ok(_) if self.holds_ours(name)? => Ok(()),
-            Ok(m) => Err(not_ours(&path, &m)),
+            Ok(_) if self.holds_ours(&name(path)?)? => Ok(()),
+            Ok(m) => Err(not_ours(path, &m)),
         }
     }
 
@@ -143,18 +143,19 @@ impl Locked {
 }
 
 fn not_ours(path: &Path, m: &std::fs::Metadata) -> Error {
-    let what = if m.file_type().is_file() {
-        "a file"
-    } else if m.file_type().is_dir() {
+    let t = m.file_type();
+    let what = if t.is_file() {
+        "a file fineprune did not write (or that changed since it did)"
+    } else if t.is_dir() {
         "a folder"
-    } else if m.file_type().is_symlink() {
+    } else if t.is_symlink() {
         "a symbolic link"
     } else {
         "a special file"
     };
     Error::invalid(
         path,
-        format!("{what} fineprune did not write is in the way of this output (or it changed since fineprune wrote it); refusing to replace it: move it away or write elsewhere"),
+        format!("{what} is in the way of this output; refusing to replace it: move it away or write elsewhere"),
     )
 }
 
@@ -173,7 +174,7 @@ fn running(pid: u32) -> bool {
 /// output makes before it is written.
 pub fn check_replaceable(path: &Path) -> Result<()> {
     match Locked::open_for(path)? {
-        Some(m) => m.check_replaceable(&name(path)?),
+        Some(m) => m.check_replaceable(path),
         None => Ok(()),
     }
 }
@@ -249,7 +250,7 @@ pub(crate) fn commit(temp: &Path, target: &Path, replace_any: bool) -> Result<()
     let mut m = Locked::open(folder(target))?;
     let target_name = name(target)?;
     if !replace_any {
-        m.check_replaceable(&target_name)?;
+        m.check_replaceable(target)?;
     }
     let hashes = m.manifest.files.entry(target_name.clone()).or_default();
     if !hashes.contains(&hash) {

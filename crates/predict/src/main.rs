@@ -74,8 +74,10 @@ fn main() -> std::process::ExitCode {
             let mut inputs = vec![("--model", args.model.as_path())];
             inputs.extend(args.pruned.as_deref().map(|p| ("--pruned", p)));
             inputs.extend(args.inputs.iter().map(|p| ("an image input", p.as_path())));
+            // A file in the way can be replaced on request; a folder cannot.
+            let file_in_way = std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
             formats::written::check_paths(&inputs, &[("--output", p)]).map_err(|e| match e {
-                Error::Invalid { path, message } if !args.force => Error::Invalid {
+                Error::Invalid { path, message } if path == *p && file_in_way => Error::Invalid {
                     path,
                     message: message + " (--force replaces it)",
                 },
