@@ -10,7 +10,9 @@
 //! does not depend on the number of cores. Layers below `first` are frozen: a caller can
 //! compute their output once ([`Net::features`]) and train from there.
 //! [`Net::pool_3_gradient`] runs the head alone, every parameter fixed, and returns the
-//! gradient with respect to its pool_3 inputs (what RNP's channel masks need, [`crate::rnp`]).
+//! gradient with respect to its pool_3 inputs (what RNP's channel masks need, [`crate::rnp`]);
+//! [`Net::input_gradient`] runs the whole network so, with respect to its NHWC inputs (what
+//! trigger inversion needs, [`crate::cleanse`]).
 
 use crate::geometry::{
     convolved, pooled, Conv, LayerName, Layers, CONV4_LEN, CONV_1, CONV_2, CONV_3, CONV_4,
@@ -265,6 +267,25 @@ impl Net {
         out
     }
 
+    /// Loss (summed over the images) and number of correct predictions of a mini-batch of
+    /// conv_1 inputs (NHWC, pixels already scaled, [`IMAGE_LEN`] per image), with
+    /// `d(sum of losses) / divisor` with respect to each input value written into `d_inputs`;
+    /// the parameters are fixed, so none of their gradients is computed.
+    pub fn input_gradient(
+        &self,
+        inputs: &[f32],
+        labels: &[u32],
+        divisor: f32,
+        d_inputs: &mut [f32],
+        tasks: &mut Vec<Task>,
+    ) -> (f64, usize) {
+        let out = self.groups(TrainFrom(0), Wrt::Input, inputs, labels, divisor, tasks);
+        for (d, t) in d_inputs.chunks_mut(GROUP * IMAGE_LEN).zip(tasks.iter()) {
+            d.copy_from_slice(&t.d_input[..d.len()]);
+        }
+        out
+    }
+
     /// Runs a mini-batch, one task per group of [`GROUP`] images; loss and hits summed.
     fn groups(
         &self,
@@ -314,6 +335,8 @@ enum Wrt {
     Params,
     /// Its pool_3 inputs alone, the parameters fixed (`first` is conv_4).
     Pool3,
+    /// Its conv_1 inputs, the parameters fixed (`first` is conv_1).
+    Input,
 }
 
 /// One task's buffers, kept from step to step.
@@ -330,6 +353,8 @@ pub struct Task {
     d_a: [Vec<f32>; HEAD],
     /// The group's pool_3 gradients and the head's activations.
     d_pool_3: Vec<f32>,
+    /// The group's input gradients ([`Wrt::Input`]).
+    d_input: Vec<f32>,
     hidden: Vec<f32>,
     sum: Vec<f32>,
     logits: Vec<f32>,
@@ -648,11 +673,15 @@ impl Step<'_> {
             false,
         );
         col2im(HEAD, &t.d_patches, n, &mut t.d_pool_3);
-        if !params {
+        if wrt == Wrt::Pool3 {
             return (loss, hits);
         }
 
         // The convolutions, one image at a time.
+        if wrt == Wrt::Input {
+            t.d_input.clear();
+            t.d_input.resize(n * len, 0.0);
+        }
         for i in 0..n {
             t.d_a[POOL_3].clear();
             t.d_a[POOL_3].extend_from_slice(&t.d_pool_3[i * POOL3_LEN..][..POOL3_LEN]);
@@ -666,18 +695,20 @@ impl Step<'_> {
                     &t.a[l - 1][i * input_len(l)..][..input_len(l)]
                 };
                 let rows = patches(l, x, 1, &mut t.patches);
-                let (gm, gb) = s.grads(g);
-                product(
-                    s.rows,
-                    rows,
-                    s.cols,
-                    (&t.patches, true),
-                    (&t.d_z, false),
-                    gm,
-                    true,
-                );
-                add_column_sums(gb, &t.d_z);
-                if l > first {
+                if params {
+                    let (gm, gb) = s.grads(g);
+                    product(
+                        s.rows,
+                        rows,
+                        s.cols,
+                        (&t.patches, true),
+                        (&t.d_z, false),
+                        gm,
+                        true,
+                    );
+                    add_column_sums(gb, &t.d_z);
+                }
+                if l > first || wrt == Wrt::Input {
                     t.d_patches.resize(rows * s.rows, 0.0);
                     product(
                         rows,
@@ -688,9 +719,14 @@ impl Step<'_> {
                         &mut t.d_patches,
                         false,
                     );
-                    let d_x = &mut t.d_a[l - 1];
-                    d_x.clear();
-                    d_x.resize(input_len(l), 0.0);
+                    let d_x = if l > first {
+                        let d = &mut t.d_a[l - 1];
+                        d.clear();
+                        d.resize(input_len(l), 0.0);
+                        &mut d[..]
+                    } else {
+                        &mut t.d_input[i * len..][..len]
+                    };
                     col2im(l, &t.d_patches, 1, d_x);
                 }
             }

@@ -4,6 +4,7 @@
 //! graph ([`graph`]) that checks the hand-written gradients.
 
 pub mod backprop;
+pub mod cleanse;
 pub mod error;
 pub mod geometry;
 pub mod graph;

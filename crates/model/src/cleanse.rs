@@ -1,0 +1,313 @@
+//! Trigger inversion in the manner of Neural Cleanse (Wang et al., IEEE S&P 2019): for a
+//! target label, the smallest mask and pattern that send clean images there. An image `x`
+//! (CHW pixels in 0..255) becomes `(1 - m) * x + m * p`, the mask `m` (one value per pixel
+//! position, shared by the three channels) and the pattern `p` (one per pixel value) held in
+//! (0, 1) and (0, 255) by sigmoids of free parameters. Adam minimises the cross-entropy
+//! towards the label plus `cost` times the mask's L1 norm; `cost` starts at `init_cost` once
+//! the trigger first works, is multiplied by `cost_multiplier` after `patience` steps in a row
+//! on which it works and divided by it (to the power 1.5) after as many on which it does not,
+//! and the smallest working mask is kept. A backdoor's target needs a far smaller mask than any
+//! other label.
+//!
+//! The gradients come from [`Net::input_gradient`]; every sum runs in image order, so equal
+//! inputs and seed give equal bytes.
+
+use crate::backprop::{Net, Task};
+use crate::error::{Error, Result};
+use crate::geometry::{IMAGE_LEN, INPUT_SHAPE};
+use crate::layout::to_nhwc;
+use crate::metrics::percent;
+use crate::network::{Classifier, Network};
+use crate::train::Examples;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Pixel positions of an image (the mask's length).
+pub const POSITIONS: usize = INPUT_SHAPE[1] * INPUT_SHAPE[2];
+
+/// How one inversion runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Adam's rate on the free parameters of mask and pattern.
+    pub learning_rate: f64,
+    /// The L1 weight set once the trigger first works.
+    pub init_cost: f64,
+    pub cost_multiplier: f64,
+    pub patience: usize,
+    /// A trigger "works" on a batch when at least this share (percent) goes to the label.
+    pub success: f64,
+    pub seed: u64,
+}
+
+/// A mask and a pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// Per pixel position, in (0, 1).
+    pub mask: Vec<f32>,
+    /// Per pixel value (CHW), in (0, 255).
+    pub pattern: Vec<f32>,
+}
+
+impl Trigger {
+    /// Writes `image` (CHW) with the trigger stamped on into `out`.
+    pub fn apply(&self, image: &[f32], out: &mut [f32]) {
+        for (c, (dst, src)) in out
+            .chunks_mut(POSITIONS)
+            .zip(image.chunks(POSITIONS))
+            .enumerate()
+        {
+            let pattern = &self.pattern[c * POSITIONS..][..POSITIONS];
+            for (((d, &x), &m), &p) in dst.iter_mut().zip(src).zip(&self.mask).zip(pattern) {
+                *d = (1.0 - m) * x + m * p;
+            }
+        }
+    }
+
+    /// The mask's L1 norm: how many pixel positions it covers.
+    pub fn l1(&self) -> f64 {
+        self.mask.iter().map(|&m| m as f64).sum()
+    }
+}
+
+/// What one inversion found.
+#[derive(Debug, Clone)]
+pub struct Inverted {
+    pub trigger: Trigger,
+    /// Whether any step's batch reached the success share (else `trigger` is the last one).
+    pub works: bool,
+    /// The mean cross-entropy towards the label over the steps: low for an easy label.
+    pub mean_loss: f64,
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// The free parameters: mask logits (one per position), then pattern logits (one per value).
+struct Free(Vec<f32>);
+
+impl Free {
+    fn trigger(&self) -> Trigger {
+        let (m, p) = self.0.split_at(POSITIONS);
+        Trigger {
+            mask: m.iter().map(|&v| sigmoid(v)).collect(),
+            pattern: p.iter().map(|&v| 255.0 * sigmoid(v)).collect(),
+        }
+    }
+}
+
+/// The loss of `images` (CHW, `labels` the wanted classes) under `trigger`, summed over
+/// the images, its gradient with respect to the free parameters (`d(sum of losses) /
+/// divisor`) in `grad`, and how many images went to their label. The L1 term is not in it.
+pub fn trigger_gradient(
+    net: &Net,
+    scale: f32,
+    trigger: &Trigger,
+    images: &[f32],
+    labels: &[u32],
+    divisor: f32,
+    grad: &mut [f32],
+    tasks: &mut Vec<Task>,
+) -> (f64, usize) {
+    let n = labels.len();
+    let mut stamped = vec![0f32; IMAGE_LEN];
+    let mut inputs = vec![0f32; n * IMAGE_LEN];
+    for (image, input) in images.chunks(IMAGE_LEN).zip(inputs.chunks_mut(IMAGE_LEN)) {
+        trigger.apply(image, &mut stamped);
+        to_nhwc(&stamped, scale, input);
+    }
+    let mut d_inputs = vec![0f32; n * IMAGE_LEN];
+    let out = net.input_gradient(&inputs, labels, divisor, &mut d_inputs, tasks);
+    let channels = INPUT_SHAPE[0];
+    grad.fill(0.0);
+    let (d_mask, d_pattern) = grad.split_at_mut(POSITIONS);
+    for (image, d_input) in images.chunks(IMAGE_LEN).zip(d_inputs.chunks(IMAGE_LEN)) {
+        for c in 0..channels {
+            let x = &image[c * POSITIONS..][..POSITIONS];
+            let p = &trigger.pattern[c * POSITIONS..][..POSITIONS];
+            let d_p = &mut d_pattern[c * POSITIONS..][..POSITIONS];
+            for q in 0..POSITIONS {
+                // d(loss)/d(stamped pixel): the NHWC input's gradient times the scale.
+                let d = d_input[q * channels + c] * scale;
+                d_mask[q] += d * (p[q] - x[q]);
+                d_p[q] += d * trigger.mask[q];
+            }
+        }
+    }
+    // Through the sigmoids.
+    for (g, &m) in d_mask.iter_mut().zip(&trigger.mask) {
+        *g *= m * (1.0 - m);
+    }
+    for (g, &p) in d_pattern.iter_mut().zip(&trigger.pattern) {
+        let s = p / 255.0;
+        *g *= 255.0 * s * (1.0 - s);
+    }
+    out
+}
+
+/// Adam with Neural Cleanse's moments (0.5, 0.9).
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn step(&mut self, x: &mut [f32], g: &[f32], rate: f32) {
+        const B1: f32 = 0.5;
+        const B2: f32 = 0.9;
+        self.t += 1;
+        let (c1, c2) = (1.0 - B1.powi(self.t), 1.0 - B2.powi(self.t));
+        for (((x, &g), m), v) in x.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
+            *m = B1 * *m + (1.0 - B1) * g;
+            *v = B2 * *v + (1.0 - B2) * g * g;
+            *x -= rate * (*m / c1) / ((*v / c2).sqrt() + 1e-8);
+        }
+    }
+}
+
+/// Inverts a trigger towards `target` on `images` (clean, none of them of `target`).
+pub fn invert(
+    net: &Net,
+    scale: f32,
+    images: &Examples,
+    target: u32,
+    s: &Settings,
+) -> Result<Inverted> {
+    if images.is_empty() || s.batch_size == 0 || s.steps == 0 {
+        return Err(Error::Recipe(
+            "trigger inversion needs clean images of other labels, a batch and a step".into(),
+        ));
+    }
+    let mut free = Free(vec![0f32; POSITIONS + IMAGE_LEN]);
+    let mut adam = Adam {
+        m: vec![0.0; free.0.len()],
+        v: vec![0.0; free.0.len()],
+        t: 0,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ u64::from(target));
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    let mut next = order.len();
+    let batch = s.batch_size.min(images.len());
+    let (mut grad, mut tasks) = (vec![0f32; free.0.len()], Vec::new());
+    let labels = vec![target; batch];
+    let mut pixels = vec![0f32; batch * IMAGE_LEN];
+    let (mut cost, mut above, mut below) = (0f64, 0usize, 0usize);
+    let mut best: Option<(f64, Trigger)> = None;
+    let mut loss_sum = 0f64;
+    for _ in 0..s.steps {
+        if next + batch > order.len() {
+            order.shuffle(&mut rng);
+            next = 0;
+        }
+        for (dst, &i) in pixels.chunks_mut(IMAGE_LEN).zip(&order[next..next + batch]) {
+            dst.copy_from_slice(&images.pixels[i * IMAGE_LEN..][..IMAGE_LEN]);
+        }
+        next += batch;
+        let trigger = free.trigger();
+        let (loss, hits) = trigger_gradient(
+            net,
+            scale,
+            &trigger,
+            &pixels,
+            &labels,
+            batch as f32,
+            &mut grad,
+            &mut tasks,
+        );
+        if !loss.is_finite() {
+            return Err(Error::Diverged {
+                step: adam.t as usize + 1,
+                what: "trigger's loss",
+                learning_rate: s.learning_rate,
+            });
+        }
+        loss_sum += loss / batch as f64;
+        let works = percent(hits, batch) >= s.success;
+        if works {
+            let l1 = trigger.l1();
+            if best.as_ref().is_none_or(|(b, _)| l1 < *b) {
+                best = Some((l1, trigger.clone()));
+            }
+        }
+        // The cost schedule.
+        if cost == 0.0 && works {
+            cost = s.init_cost;
+        } else if cost > 0.0 {
+            (above, below) = if works {
+                (above + 1, 0)
+            } else {
+                (0, below + 1)
+            };
+            if above >= s.patience {
+                cost *= s.cost_multiplier;
+                above = 0;
+            } else if below >= s.patience {
+                cost /= s.cost_multiplier.powf(1.5);
+                below = 0;
+            }
+        }
+        // The L1 term's gradient, through the mask's sigmoid.
+        for (g, &m) in grad[..POSITIONS].iter_mut().zip(&trigger.mask) {
+            *g += cost as f32 * m * (1.0 - m);
+        }
+        adam.step(&mut free.0, &grad, s.learning_rate as f32);
+    }
+    let mean_loss = loss_sum / s.steps as f64;
+    Ok(match best {
+        Some((_, trigger)) => Inverted {
+            trigger,
+            works: true,
+            mean_loss,
+        },
+        None => Inverted {
+            trigger: free.trigger(),
+            works: false,
+            mean_loss,
+        },
+    })
+}
+
+/// The share (percent) of `images` that `network` sends to `target` once stamped with
+/// `trigger`.
+pub fn success(network: &Network, trigger: &Trigger, images: &[f32], target: u32) -> f64 {
+    let classifier = Classifier::new(network);
+    let (mut hits, mut seen) = (0, 0);
+    let mut stamped = vec![0f32; 1024 * IMAGE_LEN];
+    for chunk in images.chunks(1024 * IMAGE_LEN) {
+        let out = &mut stamped[..chunk.len()];
+        for (dst, src) in out.chunks_mut(IMAGE_LEN).zip(chunk.chunks(IMAGE_LEN)) {
+            trigger.apply(src, dst);
+        }
+        let pred = classifier.predict(out);
+        hits += pred.iter().filter(|&&p| p == target).count();
+        seen += pred.len();
+    }
+    percent(hits, seen)
+}
+
+/// Neural Cleanse's anomaly index of each value against all of them: how many (consistent)
+/// median absolute deviations it lies *below* their median; negative above it.
+pub fn anomaly_indices(norms: &[f64]) -> Vec<f64> {
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    if norms.is_empty() {
+        return Vec::new();
+    }
+    let m = median(&mut norms.to_vec());
+    let mad = 1.4826 * median(&mut norms.iter().map(|v| (v - m).abs()).collect());
+    norms
+        .iter()
+        .map(|v| if mad > 0.0 { (m - v) / mad } else { 0.0 })
+        .collect()
+}
