@@ -256,10 +256,12 @@ pub(crate) fn commit(temp: &Path, target: &Path, replace_any: bool) -> Result<()
     if !hashes.contains(&hash) {
         hashes.push(hash.clone());
     }
-    m.manifest.pending.remove(&name(temp)?);
+    // The temporary file stays recorded until it is renamed: a kill in between leaves it
+    // for the next run to remove.
     m.save()?;
     std::fs::rename(temp, target).at(target)?;
     m.manifest.files.insert(target_name, vec![hash]);
+    m.manifest.pending.remove(&name(temp)?);
     m.save()
 }
 
