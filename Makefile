@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CONFIG ?= pipeline.toml
 CARGO ?= cargo
 BIN := target/release
-STAGES := synth ingest profile prune finetune evaluate report
+STAGES := synth ingest profile prune finetune scan evaluate report
 BINS := $(addprefix $(BIN)/,$(STAGES) predict pipeline bench)
 SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 SETUP := target/.setup-done
@@ -74,6 +74,7 @@ INGEST = $(WORK)/ingest/model.safetensors
 PROFILE = $(WORK)/profile/activations.parquet
 PRUNE = $(WORK)/prune/sweep.parquet
 FINETUNE = $(WORK)/finetune/models.json
+SCAN = $(WORK)/scan/summary.parquet
 EVALUATE = $(WORK)/evaluate/summary.parquet
 REPORT = $(REPORTS)/summary.csv
 RUN = --config '$(CONFIG)'
@@ -101,10 +102,13 @@ $(PRUNE): $(PROFILE) $(S)/prune.json $(BIN)/prune
 $(FINETUNE): $(PRUNE) $(S)/finetune.json $(BIN)/finetune
 	$(BIN)/finetune $(RUN)
 
+$(SCAN): $(PRUNE) $(FINETUNE) $(S)/scan.json $(BIN)/scan
+	$(BIN)/scan $(RUN)
+
 $(EVALUATE): $(PRUNE) $(FINETUNE) $(S)/evaluate.json $(BIN)/evaluate
 	$(BIN)/evaluate $(RUN)
 
-$(REPORT): $(EVALUATE) $(S)/work.json $(BIN)/report
+$(REPORT): $(SCAN) $(EVALUATE) $(S)/work.json $(BIN)/report
 	$(BIN)/report $(RUN)
 
 synth: $(if $(filter synth,$(DATA_MODE)),$(INPUTS))
@@ -112,6 +116,7 @@ ingest: $(INGEST)
 profile: $(PROFILE)
 prune: $(PRUNE)
 finetune: $(FINETUNE)
+scan: $(SCAN)
 evaluate: $(EVALUATE)
 report: $(REPORT)
 all: $(REPORT)

@@ -27,13 +27,13 @@ done
 [ -z "$(planned)" ] || fail "a second run would re-run: $(planned)"
 
 sed -i 's/thresholds = \[2, 4, 10\]/thresholds = [3, 6]/' "$config"
-[ "$(planned)" = "prune finetune evaluate report" ] || fail "after a threshold change make plans: $(planned)"
+[ "$(planned)" = "prune finetune scan evaluate report" ] || fail "after a threshold change make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the threshold change"
 ls "$dir/work/prune" | grep -q "bd_net_prime_3_percent" || fail "no model for the new threshold"
 ! ls "$dir/work/prune" | grep -q "bd_net_prime_10_percent" || fail "stale model of a dropped threshold kept"
 
 sed -i 's/statistic = .*//; s/^\[prune\]/[profile]\nstatistic = "conv_3_mean"\n[prune]/' "$config"
-[ "$(planned)" = "profile prune finetune evaluate report" ] || fail "after a statistic change make plans: $(planned)"
+[ "$(planned)" = "profile prune finetune scan evaluate report" ] || fail "after a statistic change make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the statistic change"
 
 # A stage killed half-way has written some files but not its last one, the one make checks:
@@ -80,12 +80,12 @@ if [ -f "$fixtures/deepid/bd_weights.h5" ]; then
   user="$dir/user"
   mkdir -p "$user/data"
   cp "$fixtures"/deepid/sweep/{valid,test,bd_test}.h5 "$fixtures/deepid/bd_weights.h5" "$user/data/"
-  printf '[data]\nvalid = "data/valid.h5"\ntest = "data/test.h5"\npoisoned_test = "data/bd_test.h5"\n[model]\nweights = "data/bd_weights.h5"\n[finetune]\nsteps = 2\nunpruned = false\n' > "$user/p.toml"
+  printf '[data]\nvalid = "data/valid.h5"\ntest = "data/test.h5"\npoisoned_test = "data/bd_test.h5"\n[model]\nweights = "data/bd_weights.h5"\n[finetune]\nsteps = 2\nunpruned = false\n[scan]\nenabled = false\n' > "$user/p.toml"
   make all CONFIG="$user/p.toml" >/dev/null 2>&1 || fail "make all on user data"
   touch "$user/data/valid.h5"
   [ -z "$(planned "$user/p.toml")" ] || fail "a touched but unchanged input re-runs: $(planned "$user/p.toml")"
   cp -p "$user/data/test.h5" "$user/data/valid.h5"
-  [ "$(planned "$user/p.toml")" = "ingest profile prune finetune evaluate report" ] \
+  [ "$(planned "$user/p.toml")" = "ingest profile prune finetune scan evaluate report" ] \
     || fail "a replaced input (cp -p) would re-run: $(planned "$user/p.toml")"
 else
   echo "make_incremental: skipped the replaced-input case: reference fixtures not found at $fixtures (set FINEPRUNE_FIXTURES=<folder> to run it)"

@@ -14,9 +14,9 @@ source tests/tiny.sh
 trap 'forget "$config"; [ -n "${KEEP:-}" ] || rm -rf "$dir"' EXIT
 fail() { echo "make_kill: FAILED: $*" >&2; exit 1; }
 tiny_config "$config" 40
-stages=(synth ingest profile prune finetune evaluate report)
+stages=(synth ingest profile prune finetune scan evaluate report)
 # The configuration table whose stamp each stage depends on: touching it re-runs the stage.
-declare -A stamp=([synth]=synth [ingest]=data [profile]=profile [prune]=prune [finetune]=finetune [evaluate]=evaluate [report]=work)
+declare -A stamp=([synth]=synth [ingest]=data [profile]=profile [prune]=prune [finetune]=finetune [scan]=scan [evaluate]=evaluate [report]=work)
 
 # Wrappers (which log the stages they run) with the real binaries' times, so make sees nothing newer than its outputs.
 wrap="$dir/bin"

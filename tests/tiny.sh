@@ -22,6 +22,12 @@ epochs = 2
 batch_size = 16
 [finetune]
 steps = ${2:-4}
+[scan]
+probe_steps = 2
+candidates = 2
+reference = 2
+steps = 10
+batch_size = 8
 TOML
 }
 

@@ -2,9 +2,9 @@
 //! `[evaluate]`.
 
 use formats::config::{check_count, check_rate, Table, MAX_BATCH, MAX_EPOCHS, MAX_STEPS};
-use model::rnp;
 use model::train::{Optimizer, Recipe, Schedule, Select};
 use model::LayerName;
+use model::{cleanse, rnp};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,145 @@ impl Default for PruneConfig {
 #[serde(deny_unknown_fields)]
 pub struct EvaluateConfig {}
 
+/// `[scan]`: trigger inversion on B and on every network finetune made, from clean images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// `false`: the stage writes an empty summary and the report has no scan.
+    pub enabled: bool,
+    /// Labels given a full inversion because their short probe was the easiest.
+    pub candidates: usize,
+    /// Other labels, drawn at random, given a full inversion too: the baseline the anomaly
+    /// index measures against. With at most `candidates + reference` classes every label is
+    /// inverted and nothing is probed.
+    pub reference: usize,
+    /// Steps and images per step of each label's probe.
+    pub probe_steps: usize,
+    pub probe_batch: usize,
+    /// Steps and images per step of a full inversion.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub init_cost: f64,
+    pub cost_multiplier: f64,
+    pub patience: usize,
+    /// Percent of a batch the trigger must send to the label to count as working.
+    pub success: f64,
+    /// Share of the validation images kept out of the inversion to score the triggers.
+    pub holdout: f64,
+    /// A label whose anomaly index exceeds this is flagged as a backdoor's target.
+    pub anomaly_threshold: f64,
+    pub seed: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            candidates: 6,
+            reference: 14,
+            probe_steps: 10,
+            probe_batch: 16,
+            steps: 200,
+            batch_size: 16,
+            learning_rate: 0.1,
+            init_cost: 1e-3,
+            cost_multiplier: 1.5,
+            patience: 10,
+            success: 99.0,
+            holdout: 0.2,
+            anomaly_threshold: 2.0,
+            seed: 17,
+        }
+    }
+}
+
+impl ScanConfig {
+    /// The settings of a full inversion.
+    pub fn full(&self) -> cleanse::Settings {
+        self.settings(self.steps, self.batch_size)
+    }
+
+    /// The settings of a probe.
+    pub fn probe(&self) -> cleanse::Settings {
+        self.settings(self.probe_steps, self.probe_batch)
+    }
+
+    fn settings(&self, steps: usize, batch_size: usize) -> cleanse::Settings {
+        cleanse::Settings {
+            steps,
+            batch_size,
+            learning_rate: self.learning_rate,
+            init_cost: self.init_cost,
+            cost_multiplier: self.cost_multiplier,
+            patience: self.patience,
+            success: self.success,
+            seed: self.seed,
+        }
+    }
+}
+
+impl Table for ScanConfig {
+    const NAME: &'static str = "scan";
+
+    fn check(&self) -> Result<(), String> {
+        for (key, v, max) in [
+            ("scan.candidates", self.candidates, MAX_CLASSES),
+            ("scan.probe_steps", self.probe_steps, MAX_STEPS),
+            ("scan.probe_batch", self.probe_batch, MAX_BATCH),
+            ("scan.steps", self.steps, MAX_STEPS),
+            ("scan.batch_size", self.batch_size, MAX_BATCH),
+            ("scan.patience", self.patience, MAX_STEPS),
+        ] {
+            check_count(key, v, max)?;
+        }
+        if self.reference > MAX_CLASSES {
+            return Err(format!(
+                "scan.reference must be in 0..={MAX_CLASSES}, got {}",
+                self.reference
+            ));
+        }
+        check_rate("scan.learning_rate", self.learning_rate)?;
+        for (key, v, ok, range) in [
+            (
+                "init_cost",
+                self.init_cost,
+                self.init_cost > 0.0 && self.init_cost <= 1e3,
+                "(0, 1000]",
+            ),
+            (
+                "cost_multiplier",
+                self.cost_multiplier,
+                self.cost_multiplier > 1.0 && self.cost_multiplier <= 10.0,
+                "(1, 10]",
+            ),
+            (
+                "success",
+                self.success,
+                self.success > 0.0 && self.success <= 100.0,
+                "(0, 100]",
+            ),
+            (
+                "holdout",
+                self.holdout,
+                self.holdout > 0.0 && self.holdout <= MAX_HOLDOUT,
+                "(0, 0.5]",
+            ),
+            (
+                "anomaly_threshold",
+                self.anomaly_threshold,
+                self.anomaly_threshold > 0.0 && self.anomaly_threshold <= 100.0,
+                "(0, 100]",
+            ),
+        ] {
+            if !ok {
+                return Err(format!("scan.{key} must be in {range}, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
@@ -153,6 +292,9 @@ impl Default for FinetuneConfig {
         }
     }
 }
+
+/// The most labels a scan setting may name (beyond any network's classes).
+const MAX_CLASSES: usize = 100_000;
 
 /// The largest weight decay a table takes.
 pub const MAX_DECAY: f64 = 1.0;

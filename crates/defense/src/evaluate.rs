@@ -5,7 +5,7 @@
 
 use crate::features::{extract_many, Features};
 use crate::metrics::{flagged, repaired};
-use crate::models::load_derived;
+use crate::models::finetuned;
 use crate::profile::check_same_model;
 use crate::results::{
     EvaluateSweep, Kind, NetworkTargets, Scores, Summary, SummaryRow, SweepStep, TargetScore,
@@ -14,7 +14,7 @@ use crate::results::{
 use crate::sweep::PruneSweep;
 use formats::paths;
 use formats::source::Images;
-use formats::{Error, ModelFile, Result};
+use formats::{ModelFile, Result};
 use model::head::Head;
 use model::metrics::accuracy;
 use model::progress::Progress;
@@ -104,82 +104,6 @@ pub struct EvaluateSummary {
     pub outputs: [PathBuf; 3],
 }
 
-/// A fine-tuned network: unpruned (`threshold` None) or fine-pruned.
-struct Tuned {
-    threshold: Option<f64>,
-    channels_pruned: usize,
-    net: Network,
-}
-
-/// The networks `finetune` lists in its `models.json`, each checked against the sweep; none
-/// when `finetune` has not run.
-fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
-    let manifest = dir.join(paths::FINETUNE_MODELS);
-    let text = match std::fs::metadata(&manifest) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::info!(
-                "{}: not there, so no fine-tuned networks are scored",
-                manifest.display()
-            );
-            return Ok(Vec::new());
-        }
-        _ => formats::files::read_text(&manifest)?,
-    };
-    let listed: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(&manifest, format!("not JSON: {e}")))?;
-    let names: Vec<&str> = listed["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|m| m["models"].as_array().into_iter().flatten())
-        .filter_map(|n| n.as_str())
-        .collect();
-    let mut out = Vec::new();
-    for name in names {
-        let path = dir.join(name);
-        let (threshold, k) = if name == paths::FINETUNED_UNPRUNED {
-            (None, 0)
-        } else {
-            let hit = prune.hits.iter().find(|h| {
-                h.channels_pruned.is_some()
-                    && paths::finetuned_model_file(h.threshold_percent) == name
-            });
-            match hit {
-                Some(h) => (Some(h.threshold_percent), h.channels_pruned.unwrap_or_default()),
-                None => {
-                    return Err(Error::invalid(
-                        &manifest,
-                        format!("lists {name}, which no threshold of the pruning sweep makes; re-run finetune"),
-                    ))
-                }
-            }
-        };
-        if !path.exists() {
-            return Err(Error::invalid(
-                &manifest,
-                format!("lists {name}, which is missing; re-run finetune"),
-            ));
-        }
-        let w = load_derived(&path, b, &prune.order[..k], "re-run finetune")?;
-        out.push(Tuned {
-            threshold,
-            channels_pruned: k,
-            net: Network::new(&w),
-        });
-    }
-    // The unpruned network first, then the thresholds in sweep order.
-    out.sort_by_key(|t| {
-        t.threshold.map(|th| {
-            1 + prune
-                .hits
-                .iter()
-                .position(|h| h.threshold_percent == th)
-                .unwrap_or(0)
-        })
-    });
-    Ok(out)
-}
-
 fn labelled(f: &Features) -> Labelled<'_> {
     Labelled {
         labels: &f.labels,
@@ -234,9 +158,8 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     let backdoor = classes as u32;
     let net = Network::new(&weights);
     let tuned = finetuned(&files.finetune_dir, &prune, &weights)?;
-    let nets: Vec<&Network> = std::iter::once(&net)
-        .chain(tuned.iter().map(|t| &t.net))
-        .collect();
+    let tuned_nets: Vec<Network> = tuned.iter().map(|t| Network::new(&t.weights)).collect();
+    let nets: Vec<&Network> = std::iter::once(&net).chain(&tuned_nets).collect();
     let mut clean_all = extract(&nets, &files.test, classes, "test", progress)?;
     let mut triggered_all = extract(&nets, &files.poisoned_test, classes, "poisoned", progress)?;
     let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
@@ -285,8 +208,12 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
             answers.push(pred);
         }
     }
-    for (tuned, (fc, fp)) in tuned.iter().zip(clean_all.iter().zip(&triggered_all)) {
-        let head = Head::new(&tuned.net);
+    for ((tuned, net), (fc, fp)) in tuned
+        .iter()
+        .zip(&tuned_nets)
+        .zip(clean_all.iter().zip(&triggered_all))
+    {
+        let head = Head::new(net);
         let f_pred = (head.classify(&fc.pool_3), head.classify(&fp.pool_3));
         let (fine, g) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
         let kinds = match tuned.threshold {

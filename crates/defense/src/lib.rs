@@ -15,4 +15,5 @@ pub mod predict;
 pub mod profile;
 pub mod prune;
 pub mod results;
+pub mod scan;
 pub mod sweep;

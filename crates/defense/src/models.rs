@@ -2,7 +2,8 @@
 //! against what they must be: the same architecture and input scale as B, made from B itself,
 //! with exactly the expected conv_3 channels pruned and those channels zero.
 
-use formats::{Error, ModelFile, Result};
+use crate::sweep::PruneSweep;
+use formats::{paths, Error, ModelFile, Result};
 use model::weights::Pruned;
 use model::DeepIdWeights;
 use std::path::Path;
@@ -68,4 +69,80 @@ pub(crate) fn incompatible(w: &DeepIdWeights, backdoored: &DeepIdWeights) -> Opt
             w.provenance.input_scale, backdoored.provenance.input_scale
         )
     })
+}
+
+/// A fine-tuned network: unpruned (`threshold` None) or fine-pruned.
+pub struct Tuned {
+    pub threshold: Option<f64>,
+    pub channels_pruned: usize,
+    pub weights: DeepIdWeights,
+}
+
+/// The networks `finetune` lists in its `models.json`, each checked against the sweep; none
+/// when `finetune` has not run.
+pub fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
+    let manifest = dir.join(paths::FINETUNE_MODELS);
+    let text = match std::fs::metadata(&manifest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(
+                "{}: not there, so no fine-tuned networks are scored",
+                manifest.display()
+            );
+            return Ok(Vec::new());
+        }
+        _ => formats::files::read_text(&manifest)?,
+    };
+    let listed: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(&manifest, format!("not JSON: {e}")))?;
+    let names: Vec<&str> = listed["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["models"].as_array().into_iter().flatten())
+        .filter_map(|n| n.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        let (threshold, k) = if name == paths::FINETUNED_UNPRUNED {
+            (None, 0)
+        } else {
+            let hit = prune.hits.iter().find(|h| {
+                h.channels_pruned.is_some()
+                    && paths::finetuned_model_file(h.threshold_percent) == name
+            });
+            match hit {
+                Some(h) => (Some(h.threshold_percent), h.channels_pruned.unwrap_or_default()),
+                None => {
+                    return Err(Error::invalid(
+                        &manifest,
+                        format!("lists {name}, which no threshold of the pruning sweep makes; re-run finetune"),
+                    ))
+                }
+            }
+        };
+        if !path.exists() {
+            return Err(Error::invalid(
+                &manifest,
+                format!("lists {name}, which is missing; re-run finetune"),
+            ));
+        }
+        let w = load_derived(&path, b, &prune.order[..k], "re-run finetune")?;
+        out.push(Tuned {
+            threshold,
+            channels_pruned: k,
+            weights: w,
+        });
+    }
+    // The unpruned network first, then the thresholds in sweep order.
+    out.sort_by_key(|t| {
+        t.threshold.map(|th| {
+            1 + prune
+                .hits
+                .iter()
+                .position(|h| h.threshold_percent == th)
+                .unwrap_or(0)
+        })
+    });
+    Ok(out)
 }

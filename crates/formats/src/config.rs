@@ -20,6 +20,7 @@ struct File {
     profile: Option<toml::Spanned<toml::Value>>,
     prune: Option<toml::Spanned<toml::Value>>,
     finetune: Option<toml::Spanned<toml::Value>>,
+    scan: Option<toml::Spanned<toml::Value>>,
     evaluate: Option<toml::Spanned<toml::Value>>,
     synth: Option<toml::Spanned<toml::Value>>,
 }
@@ -127,6 +128,7 @@ impl Config {
             ("profile", file.profile),
             ("prune", file.prune),
             ("finetune", file.finetune),
+            ("scan", file.scan),
             ("evaluate", file.evaluate),
         ]
         .into_iter()

@@ -92,6 +92,9 @@ pub const PRUNE_SWEEP: &str = "sweep.parquet";
 /// The finetune stage's list of the networks it trained (the file make tracks).
 pub const FINETUNE_MODELS: &str = "models.json";
 
+/// The scan stage's one row per network (the file make tracks, so written last).
+pub const SCAN_SUMMARY: &str = "summary.parquet";
+
 /// The evaluate stage's files: B' and G after every pruning step, attack success per target
 /// label, and one row per network (the file make tracks, so written last).
 pub const EVAL_SWEEP: &str = "sweep.parquet";
@@ -126,8 +129,8 @@ pub fn finetuned_model_file(threshold: f64) -> String {
 }
 
 /// The folders the stages write under the work folder (`config` holds make's stamps).
-pub const STAGE_DIRS: [&str; 6] = [
-    "config", "ingest", "profile", "prune", "finetune", "evaluate",
+pub const STAGE_DIRS: [&str; 7] = [
+    "config", "ingest", "profile", "prune", "finetune", "scan", "evaluate",
 ];
 
 /// The files the report stage writes.

@@ -82,7 +82,7 @@ impl<'a> Subset<'a> {
     }
 
     /// Pixels and labels of the examples at positions `at` of this subset.
-    fn gather(&self, at: &[usize]) -> (Vec<f32>, Vec<u32>) {
+    pub fn gather(&self, at: &[usize]) -> (Vec<f32>, Vec<u32>) {
         let ids = at.iter().map(|&k| self.ids[k]);
         (
             ids.clone()

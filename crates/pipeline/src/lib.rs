@@ -6,7 +6,7 @@
 //! the pipeline wrote and nothing else.
 
 use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
-use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig};
+use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig, ScanConfig};
 use formats::config::{config_error, Config};
 use formats::error::WithPath;
 use formats::paths::STAGE_DIRS;
@@ -126,6 +126,7 @@ pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
         ("profile", cfg.table_json::<ProfileConfig>()?),
         ("prune", cfg.table_json::<PruneConfig>()?),
         ("finetune", cfg.table_json::<FinetuneConfig>()?),
+        ("scan", cfg.table_json::<ScanConfig>()?),
         ("evaluate", cfg.table_json::<EvaluateConfig>()?),
     ];
     for (table, json) in tables {

@@ -22,6 +22,10 @@ struct Args {
     /// evaluate writes it).
     #[arg(long)]
     targets: Option<PathBuf>,
+    /// The scan's summary (default: `<work>/scan/summary.parquet`; none there, no scan in the
+    /// report).
+    #[arg(long)]
+    scan: Option<PathBuf>,
     /// Output folder (overrides `[work] reports`).
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -38,7 +42,10 @@ fn main() -> std::process::ExitCode {
             .targets
             .unwrap_or_else(|| summary.with_file_name(paths::EVAL_TARGETS));
         let out = args.output_dir.unwrap_or(config.work.reports.clone());
-        let files = reports::run(&sweep, &summary, &targets, &out)?;
+        let scan = args
+            .scan
+            .unwrap_or_else(|| work.stage("scan").join(paths::SCAN_SUMMARY));
+        let files = reports::run(&sweep, &summary, &targets, &scan, &out)?;
         if args.common.json {
             cli::print_json(&serde_json::json!({
                 "stage": "report",

@@ -2,6 +2,7 @@
 //! evaluate tables, and the sweep plot (PNG and SVG).
 
 pub mod plot;
+pub mod scan;
 mod text;
 pub mod zoo;
 
@@ -28,12 +29,14 @@ pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result
 }
 
 /// The report stage: from evaluate's sweep, summary and targets tables to `performance.csv`,
-/// `sweep.csv`, `targets.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`; returns
-/// the files.
+/// `sweep.csv`, `targets.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`, and where
+/// the scan at `scan_path` ran, `scan.csv`, the trigger images and the estimated residual
+/// attack success in `summary.csv`; returns the files.
 pub fn run(
     sweep_path: &Path,
     summary_path: &Path,
     targets_path: &Path,
+    scan_path: &Path,
     out_dir: &Path,
 ) -> Result<Vec<std::path::PathBuf>> {
     let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
@@ -42,6 +45,7 @@ pub fn run(
             ("the per-step scores", sweep_path),
             ("the summary", summary_path),
             ("the per-target scores", targets_path),
+            ("the scan summary", scan_path),
         ],
         &files
             .iter()
@@ -76,11 +80,23 @@ pub fn run(
         .to_table()
         .write_csv(targets_csv, Floats::Fixed(2))?;
     plot::write(&data, png, svg)?;
+    let scanned = if scan_path.exists() {
+        defense::scan::read_summary(scan_path)?
+    } else {
+        Vec::new()
+    };
+    let mut written = files.to_vec();
+    let mut table = summary.to_table();
+    if !scanned.is_empty() {
+        written.extend(scan::write(scan_path, &scanned, &summary, out_dir)?);
+        table = table.with(
+            "estimated_attack_success",
+            scan::estimates(&summary, &scanned),
+        );
+    }
     // The summary goes last: it is what make takes as the stage's completion.
-    summary
-        .to_table()
-        .write_csv(summary_csv, Floats::Fixed(2))?;
-    Ok(files.to_vec())
+    table.write_csv(summary_csv, Floats::Fixed(2))?;
+    Ok(written)
 }
 
 /// The plot's panels: clean accuracy, then attack success, over the fraction pruned.

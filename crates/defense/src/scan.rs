@@ -1,0 +1,506 @@
+//! The scan stage: does a network carry a backdoor, towards which label, and does the repaired
+//! network still answer to it? From clean validation images alone, Neural Cleanse's trigger
+//! inversion ([`model::cleanse`]) looks for each label's smallest trigger; a backdoor's target
+//! needs a far smaller one than the others (anomaly index). B is scanned, then every network
+//! finetune made; B's most anomalous trigger, stamped on held-out clean images, estimates how
+//! often each network still follows the backdoor (an estimate: the inverted trigger stands in
+//! for the attacker's).
+//!
+//! With many classes, every label first gets a short probe (`probe_steps`); the `candidates`
+//! whose probes went easiest, and `reference` labels drawn at random as the baseline, get a
+//! full inversion. A target whose probe is not among the easiest is missed.
+
+use crate::config::ScanConfig;
+use crate::models::finetuned;
+use crate::profile::check_same_model;
+use crate::sweep::PruneSweep;
+use formats::paths::{self, label};
+use formats::source::Images;
+use formats::table::{Column, Table};
+use formats::{Error, ModelFile, Result};
+use model::backprop::Net;
+use model::cleanse::{self, anomaly_indices, Inverted, Trigger};
+use model::geometry::IMAGE_LEN;
+use model::progress::Progress;
+use model::train::Examples;
+use model::{DeepIdWeights, Network};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What the scan stage reads and writes.
+pub struct ScanFiles {
+    pub model: PathBuf,
+    /// Clean validation images.
+    pub valid: PathBuf,
+    pub prune_sweep: PathBuf,
+    /// Where `finetune` wrote its networks and `models.json`.
+    pub finetune_dir: PathBuf,
+    pub output_dir: PathBuf,
+}
+
+/// One scanned label.
+#[derive(Debug, Clone)]
+struct Label {
+    label: u32,
+    /// The probe's mean cross-entropy towards the label (none when nothing was probed).
+    probe_loss: Option<f64>,
+    /// A full inversion's result, for the candidates and the reference labels.
+    full: Option<Full>,
+}
+
+#[derive(Debug, Clone)]
+struct Full {
+    trigger: Trigger,
+    works: bool,
+    mask_l1: f64,
+    anomaly_index: f64,
+    /// The trigger's success on held-out clean images of other labels, percent.
+    success: f64,
+}
+
+/// One network's scan, as the summary reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanRow {
+    pub network: String,
+    pub threshold_percent: Option<f64>,
+    /// The label with the largest anomaly index, and that index.
+    pub top_label: u32,
+    pub anomaly_index: f64,
+    pub mask_l1: f64,
+    /// Whether the top label's index exceeds the threshold.
+    pub flagged: bool,
+    /// Held-out success of B's top trigger on this network: the estimated residual attack
+    /// success.
+    pub estimated_attack_success: f64,
+    pub labels_inverted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanSummary {
+    pub rows: Vec<ScanRow>,
+    pub outputs: Vec<PathBuf>,
+}
+
+/// The scan's clean images: one part to invert triggers on, one to score them.
+struct Split {
+    fit: Examples,
+    held: Examples,
+}
+
+impl Split {
+    /// `share` of `valid` held out (at least one image, and one left to invert on).
+    fn new(valid: &Examples, share: f64, seed: u64) -> Self {
+        let gather = |s: model::train::Subset| {
+            let (pixels, labels) = s.gather(&(0..s.len()).collect::<Vec<_>>());
+            Examples { pixels, labels }
+        };
+        let (fit, held) = valid.split(share, seed);
+        Self {
+            fit: gather(fit),
+            held: gather(held),
+        }
+    }
+}
+
+/// The images of `data` whose label is not `target`.
+fn others(data: &Examples, target: u32) -> Examples {
+    let keep: Vec<usize> = (0..data.len())
+        .filter(|&i| data.labels[i] != target)
+        .collect();
+    Examples {
+        pixels: keep
+            .iter()
+            .flat_map(|&i| &data.pixels[i * IMAGE_LEN..][..IMAGE_LEN])
+            .copied()
+            .collect(),
+        labels: keep.iter().map(|&i| data.labels[i]).collect(),
+    }
+}
+
+/// Inverts `label`'s trigger on `w` with `settings`.
+fn invert(
+    net: &Net,
+    scale: f32,
+    split: &Split,
+    label: u32,
+    settings: &cleanse::Settings,
+) -> Result<Inverted> {
+    cleanse::invert(net, scale, &others(&split.fit, label), label, settings).map_err(|e| match e {
+        model::Error::Diverged { .. } => {
+            Error::Other(format!("scan: {e}: lower scan.learning_rate"))
+        }
+        e => e.into(),
+    })
+}
+
+/// Scans one network: probes (when there are many classes), full inversions, anomaly
+/// indices and held-out success.
+fn scan_network(
+    w: &DeepIdWeights,
+    split: &Split,
+    config: &ScanConfig,
+    name: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<Label>> {
+    let net = Net::new(w);
+    let scale = w.provenance.input_scale as f32;
+    let classes = w.classes() as u32;
+    let mut labels: Vec<Label> = (0..classes)
+        .map(|label| Label {
+            label,
+            probe_loss: None,
+            full: None,
+        })
+        .collect();
+    let chosen: Vec<u32> = if labels.len() <= config.candidates + config.reference {
+        (0..classes).collect()
+    } else {
+        progress.start(&format!("{name}: probe"), classes as u64);
+        let probe = config.probe();
+        let losses = (0..classes)
+            .into_par_iter()
+            .map(|l| {
+                let r = invert(&net, scale, split, l, &probe).map(|i| i.mean_loss);
+                progress.advance(1);
+                r
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        progress.finish();
+        for (l, loss) in labels.iter_mut().zip(&losses) {
+            l.probe_loss = Some(*loss);
+        }
+        let mut by_loss: Vec<u32> = (0..classes).collect();
+        by_loss.sort_by(|&a, &b| {
+            losses[a as usize]
+                .total_cmp(&losses[b as usize])
+                .then(a.cmp(&b))
+        });
+        let (candidates, rest) = by_loss.split_at(config.candidates);
+        let mut rest = rest.to_vec();
+        rest.sort_unstable();
+        rest.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+        let mut chosen: Vec<u32> = candidates
+            .iter()
+            .chain(rest.iter().take(config.reference))
+            .copied()
+            .collect();
+        chosen.sort_unstable();
+        chosen
+    };
+    progress.start(&format!("{name}: invert"), chosen.len() as u64);
+    let full = config.full();
+    let inverted = chosen
+        .par_iter()
+        .map(|&l| {
+            let r = invert(&net, scale, split, l, &full);
+            progress.advance(1);
+            r
+        })
+        .collect::<Result<Vec<Inverted>>>()?;
+    progress.finish();
+    let norms: Vec<f64> = inverted.iter().map(|i| i.trigger.l1()).collect();
+    let indices = anomaly_indices(&norms);
+    let network = Network::new(w);
+    for ((&l, inv), index) in chosen.iter().zip(inverted).zip(indices) {
+        let held = others(&split.held, l);
+        let success = cleanse::success(&network, &inv.trigger, &held.pixels, l);
+        labels[l as usize].full = Some(Full {
+            mask_l1: inv.trigger.l1(),
+            works: inv.works,
+            trigger: inv.trigger,
+            anomaly_index: index,
+            success,
+        });
+    }
+    Ok(labels)
+}
+
+/// The label with the largest anomaly index (the first on ties).
+fn top(labels: &[Label]) -> &Label {
+    labels
+        .iter()
+        .filter(|l| l.full.is_some())
+        .fold(None::<&Label>, |best, l| match best {
+            Some(b) if anomaly(b) >= anomaly(l) => Some(b),
+            _ => Some(l),
+        })
+        .expect("at least one label is inverted")
+}
+
+fn anomaly(l: &Label) -> f64 {
+    l.full
+        .as_ref()
+        .map_or(f64::NEG_INFINITY, |f| f.anomaly_index)
+}
+
+/// One network's labels as a table: label, probe loss, mask L1, whether the trigger works,
+/// anomaly index, held-out success.
+fn label_table(labels: &[Label], fingerprint: &str) -> Table {
+    let full = |f: &dyn Fn(&Full) -> f64| {
+        Column::Float(labels.iter().map(|l| l.full.as_ref().map(f)).collect())
+    };
+    Table::new()
+        .with("label", Column::ints(labels.iter().map(|l| l.label as i32)))
+        .with(
+            "probe_loss",
+            Column::Float(labels.iter().map(|l| l.probe_loss).collect()),
+        )
+        .with("mask_l1", full(&|f| f.mask_l1))
+        .with("trigger_works", full(&|f| f.works as i32 as f64))
+        .with("anomaly_index", full(&|f| f.anomaly_index))
+        .with("inverted_trigger_success", full(&|f| f.success))
+        .meta(crate::profile::MODEL_KEY, fingerprint)
+}
+
+pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> Result<ScanSummary> {
+    let summary_out = files.output_dir.join(paths::SCAN_SUMMARY);
+    formats::written::check_paths(
+        &[
+            ("the network", &files.model),
+            ("the validation images", &files.valid),
+            ("the prune sweep", &files.prune_sweep),
+            (
+                "the fine-tuned networks' list",
+                &files.finetune_dir.join(paths::FINETUNE_MODELS),
+            ),
+        ],
+        &[("the scan summary", &summary_out)],
+    )?;
+    let backdoored = DeepIdWeights::load(&files.model)?;
+    let fingerprint = backdoored.fingerprint();
+    let mut rows = Vec::new();
+    let mut outputs = Vec::new();
+    if config.enabled {
+        let prune = PruneSweep::read(&files.prune_sweep)?;
+        check_same_model(&files.prune_sweep, &prune.model_fingerprint, &fingerprint)?;
+        let tuned = finetuned(&files.finetune_dir, &prune, &backdoored)?;
+        let valid = Images::open(&files.valid, backdoored.classes())?.read_all()?;
+        if valid.labels.len() < 2 {
+            return Err(Error::invalid(
+                &files.valid,
+                "the scan needs at least two validation images",
+            ));
+        }
+        let split = Split::new(
+            &Examples {
+                labels: valid.labels.iter().map(|&l| l as u32).collect(),
+                pixels: valid.pixels,
+            },
+            config.holdout,
+            config.seed,
+        );
+        let mut networks: Vec<(String, Option<f64>, &DeepIdWeights)> =
+            vec![("backdoored".into(), None, &backdoored)];
+        for t in &tuned {
+            let name = match t.threshold {
+                Some(th) => format!("fine_pruned_{}", label(th)),
+                None => "fine_tuned".into(),
+            };
+            networks.push((name, t.threshold, &t.weights));
+        }
+        let mut b_top: Option<(u32, Trigger)> = None;
+        let mut scanned: Vec<(String, Vec<Label>)> = Vec::new();
+        for (name, threshold, w) in networks {
+            // Thresholds that prune alike share one network: scanned once.
+            let fp = w.fingerprint();
+            let labels = match scanned.iter().find(|(f, _)| *f == fp) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = scan_network(w, &split, config, &name, progress)?;
+                    scanned.push((fp, l.clone()));
+                    l
+                }
+            };
+            let t = top(&labels);
+            let f = t.full.as_ref().expect("top is inverted");
+            let (b_label, b_trigger) = b_top.get_or_insert_with(|| (t.label, f.trigger.clone()));
+            let held = others(&split.held, *b_label);
+            let estimated = cleanse::success(&Network::new(w), b_trigger, &held.pixels, *b_label);
+            let out = files.output_dir.join(format!("{name}.parquet"));
+            label_table(&labels, &fingerprint).write(&out)?;
+            outputs.push(out);
+            rows.push(ScanRow {
+                network: name,
+                threshold_percent: threshold,
+                top_label: t.label,
+                anomaly_index: f.anomaly_index,
+                mask_l1: f.mask_l1,
+                flagged: f.anomaly_index > config.anomaly_threshold,
+                estimated_attack_success: estimated,
+                labels_inverted: labels.iter().filter(|l| l.full.is_some()).count(),
+            });
+            let triggers = files.output_dir.join(format!(
+                "{}_trigger.safetensors",
+                rows.last().expect("pushed").network
+            ));
+            save_trigger(&triggers, &f.trigger, t.label, &fingerprint)?;
+            outputs.push(triggers);
+        }
+    }
+    summary_table(&rows, config.enabled)
+        .meta(crate::profile::MODEL_KEY, &fingerprint)
+        .write(&summary_out)?;
+    outputs.push(summary_out);
+    Ok(ScanSummary { rows, outputs })
+}
+
+/// The summary: one row per network.
+fn summary_table(rows: &[ScanRow], enabled: bool) -> Table {
+    Table::new()
+        .with(
+            "network",
+            Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()),
+        )
+        .with(
+            "threshold_percent",
+            Column::Float(rows.iter().map(|r| r.threshold_percent).collect()),
+        )
+        .with(
+            "top_label",
+            Column::ints(rows.iter().map(|r| r.top_label as i32)),
+        )
+        .with(
+            "anomaly_index",
+            Column::floats(rows.iter().map(|r| r.anomaly_index)),
+        )
+        .with("mask_l1", Column::floats(rows.iter().map(|r| r.mask_l1)))
+        .with(
+            "flagged",
+            Column::ints(rows.iter().map(|r| r.flagged as i32)),
+        )
+        .with(
+            "estimated_attack_success",
+            Column::floats(rows.iter().map(|r| r.estimated_attack_success)),
+        )
+        .with(
+            "labels_inverted",
+            Column::ints(rows.iter().map(|r| r.labels_inverted as i32)),
+        )
+        .meta("enabled", enabled.to_string())
+}
+
+/// A trigger as safetensors: `mask` (55, 47) and `pattern` (3, 55, 47), pixels 0..255.
+fn save_trigger(path: &Path, trigger: &Trigger, target: u32, fingerprint: &str) -> Result<()> {
+    use formats::weights::{le_bytes, serialize};
+    use safetensors::Dtype;
+    let [c, h, w] = model::geometry::INPUT_SHAPE;
+    let meta = [
+        ("target".to_string(), target.to_string()),
+        (
+            crate::profile::MODEL_KEY.to_string(),
+            fingerprint.to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let bytes = serialize(
+        [
+            ("mask", Dtype::F32, vec![h, w], le_bytes(&trigger.mask)),
+            (
+                "pattern",
+                Dtype::F32,
+                vec![c, h, w],
+                le_bytes(&trigger.pattern),
+            ),
+        ],
+        meta,
+        path,
+    )?;
+    formats::atomic::write_bytes(path, &bytes)
+}
+
+/// Reads the scan summary written by [`run`]: its rows, none when the scan was disabled.
+pub fn read_summary(path: &Path) -> Result<Vec<ScanRow>> {
+    let t = Table::read(path)?;
+    if t.metadata.get("enabled").map(String::as_str) == Some("false") {
+        return Ok(Vec::new());
+    }
+    let bad = |what: &str| Error::invalid(path, format!("not a scan summary: {what}"));
+    let col = |name: &str| {
+        t.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .ok_or_else(|| bad(&format!("no column `{name}`")))
+    };
+    let floats = |name: &str| -> Result<Vec<Option<f64>>> {
+        match col(name)? {
+            Column::Float(v) => Ok(v.clone()),
+            _ => Err(bad(&format!("`{name}` is not a float column"))),
+        }
+    };
+    let ints = |name: &str| -> Result<Vec<i32>> {
+        match col(name)? {
+            Column::Int(v) => v
+                .iter()
+                .map(|x| {
+                    x.filter(|x| *x >= 0)
+                        .ok_or_else(|| bad(&format!("`{name}` holds a missing or negative value")))
+                })
+                .collect(),
+            _ => Err(bad(&format!("`{name}` is not an integer column"))),
+        }
+    };
+    let networks = match col("network")? {
+        Column::Text(v) => v
+            .iter()
+            .map(|n| n.clone().ok_or_else(|| bad("a network without a name")))
+            .collect::<Result<Vec<_>>>()?,
+        _ => return Err(bad("`network` is not a text column")),
+    };
+    let (thresholds, tops, indices, l1, flagged, estimated, inverted) = (
+        floats("threshold_percent")?,
+        ints("top_label")?,
+        floats("anomaly_index")?,
+        floats("mask_l1")?,
+        ints("flagged")?,
+        floats("estimated_attack_success")?,
+        ints("labels_inverted")?,
+    );
+    let value = |v: Option<f64>, name: &str| {
+        v.ok_or_else(|| bad(&format!("`{name}` holds a missing value")))
+    };
+    (0..networks.len())
+        .map(|i| {
+            Ok(ScanRow {
+                network: networks[i].clone(),
+                threshold_percent: thresholds[i],
+                top_label: tops[i] as u32,
+                anomaly_index: value(indices[i], "anomaly_index")?,
+                mask_l1: value(l1[i], "mask_l1")?,
+                flagged: flagged[i] != 0,
+                estimated_attack_success: value(estimated[i], "estimated_attack_success")?,
+                labels_inverted: inverted[i] as usize,
+            })
+        })
+        .collect()
+}
+
+/// The trigger a scan saved for `network` beside its summary: mask (positions) and pattern
+/// (CHW pixel values).
+pub fn read_trigger(summary: &Path, network: &str) -> Result<Trigger> {
+    let path = summary.with_file_name(format!("{network}_trigger.safetensors"));
+    let buf = formats::weights::read(&path)?;
+    let (tensors, _) = formats::weights::deserialize(&buf, &path)?;
+    let floats = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let t = tensors
+            .tensor(name)
+            .map_err(|_| Error::invalid(&path, format!("no `{name}` tensor")))?;
+        let v = formats::weights::from_le_bytes::<f32>(t.data());
+        if v.len() != len || v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::invalid(
+                &path,
+                format!("`{name}` is not {len} finite values"),
+            ));
+        }
+        Ok(v)
+    };
+    Ok(Trigger {
+        mask: floats("mask", cleanse::POSITIONS)?,
+        pattern: floats("pattern", IMAGE_LEN)?,
+    })
+}
