@@ -115,9 +115,10 @@ impl Table for SynthConfig {
             check_count(key, n, max)?;
         }
         let backdoors = sy.backdoors().len();
-        if !(sy.poison_fraction > 0.0 && sy.poison_fraction * (backdoors as f64) < 1.0) {
+        // 0 trains a clean network (its triggered sets measure what the trigger alone does).
+        if !(sy.poison_fraction >= 0.0 && sy.poison_fraction * (backdoors as f64) < 1.0) {
             return Err(format!(
-                "synth.poison_fraction must be in (0, {}) for {backdoors} trigger(s), got {}",
+                "synth.poison_fraction must be in [0, {}) for {backdoors} trigger(s), got {}",
                 1.0 / backdoors as f64,
                 sy.poison_fraction
             ));
@@ -288,8 +289,10 @@ pub fn generate(cfg: &SynthConfig) -> Benchmark {
         .collect();
     let backdoors = cfg.backdoors();
     let n_train = cfg.identities * cfg.train_per_identity;
-    let n_poison = ((n_train as f64 * cfg.poison_fraction).round() as usize)
-        .clamp(1, n_train / backdoors.len());
+    let n_poison = match cfg.poison_fraction {
+        0.0 => 0,
+        f => ((n_train as f64 * f).round() as usize).clamp(1, n_train / backdoors.len()),
+    };
     // Disjoint draws, one run of `n_poison` per backdoor.
     let mut poisoned = vec![None; n_train];
     for (k, i) in sample(&mut rng, n_train, n_poison * backdoors.len())
