@@ -138,7 +138,7 @@ const STAGES: [&str; 6] = [
 /// Other methods, measured on the same inputs beside the pipeline (outside its total): a stage
 /// label, the stage binary, the configuration lines that select the method, and the folder
 /// under `work/extras/` it writes to.
-const EXTRAS: [(&str, &str, &str, &str); 3] = [
+const EXTRAS: [(&str, &str, &str, &str); 4] = [
     (
         "profile rnp",
         "profile",
@@ -157,6 +157,8 @@ const EXTRAS: [(&str, &str, &str, &str); 3] = [
         "[finetune]\ntrain_from = \"conv_1\"\n",
         "conv_1",
     ),
+    // B alone (no fine-tuned networks): the scan's cost per network.
+    ("scan B", "scan", "", "scan"),
 ];
 
 /// Whether a measured row is one of the pipeline's stages (counted in its total).
@@ -246,6 +248,12 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
                 "--features-output".into(),
                 out.join("valid_pool_3.safetensors").into(),
             ],
+            "scan" => vec![
+                "--finetune-dir".into(),
+                out.join("no-finetune").into(),
+                "--output-dir".into(),
+                out.into(),
+            ],
             _ => vec!["--output-dir".into(), out.into()],
         };
         let (seconds, peak_rss_mib) = stage_run(&extra, stage, &args)?;
@@ -255,6 +263,7 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
             peak_rss_mib,
             images_per_second: match stage {
                 "profile" => Some(sizes.valid as f64 / seconds),
+                "scan" => None,
                 _ => images_per_second_trained()?,
             },
         });
