@@ -74,8 +74,8 @@ pub struct ScanRow {
     /// Whether the top label's index exceeds the threshold.
     pub flagged: bool,
     /// Held-out success of B's top trigger on this network: the estimated residual attack
-    /// success.
-    pub estimated_attack_success: f64,
+    /// success; none when B's top label is not flagged (no backdoor found to follow).
+    pub estimated_attack_success: Option<f64>,
     pub labels_inverted: usize,
 }
 
@@ -302,7 +302,8 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
             };
             networks.push((name, t.threshold, &t.weights));
         }
-        let mut b_top: Option<(u32, Trigger)> = None;
+        // B's top label and trigger, when flagged.
+        let mut b_top: Option<Option<(u32, Trigger)>> = None;
         let mut scanned: Vec<(String, Vec<Label>)> = Vec::new();
         for (name, threshold, w) in networks {
             // Thresholds that prune alike share one network: scanned once.
@@ -317,9 +318,12 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
             };
             let t = top(&labels);
             let f = t.full.as_ref().expect("top is inverted");
-            let (b_label, b_trigger) = b_top.get_or_insert_with(|| (t.label, f.trigger.clone()));
-            let held = others(&split.held, *b_label);
-            let estimated = cleanse::success(&Network::new(w), b_trigger, &held.pixels, *b_label);
+            let flagged = f.anomaly_index > config.anomaly_threshold;
+            let b = b_top.get_or_insert_with(|| flagged.then(|| (t.label, f.trigger.clone())));
+            let estimated = b.as_ref().map(|(b_label, b_trigger)| {
+                let held = others(&split.held, *b_label);
+                cleanse::success(&Network::new(w), b_trigger, &held.pixels, *b_label)
+            });
             let out = files.output_dir.join(format!("{name}.parquet"));
             label_table(&labels, &fingerprint).write(&out)?;
             outputs.push(out);
@@ -329,7 +333,7 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
                 top_label: t.label,
                 anomaly_index: f.anomaly_index,
                 mask_l1: f.mask_l1,
-                flagged: f.anomaly_index > config.anomaly_threshold,
+                flagged,
                 estimated_attack_success: estimated,
                 labels_inverted: labels.iter().filter(|l| l.full.is_some()).count(),
             });
@@ -374,7 +378,7 @@ fn summary_table(rows: &[ScanRow], enabled: bool) -> Table {
         )
         .with(
             "estimated_attack_success",
-            Column::floats(rows.iter().map(|r| r.estimated_attack_success)),
+            Column::Float(rows.iter().map(|r| r.estimated_attack_success).collect()),
         )
         .with(
             "labels_inverted",
@@ -473,7 +477,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<ScanRow>> {
                 anomaly_index: value(indices[i], "anomaly_index")?,
                 mask_l1: value(l1[i], "mask_l1")?,
                 flagged: flagged[i] != 0,
-                estimated_attack_success: value(estimated[i], "estimated_attack_success")?,
+                estimated_attack_success: estimated[i],
                 labels_inverted: inverted[i] as usize,
             })
         })

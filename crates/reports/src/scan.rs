@@ -38,7 +38,7 @@ pub fn estimates(summary: &Summary, rows: &[ScanRow]) -> Column {
             .map(|s| {
                 rows.iter()
                     .find(|r| same_network(s, r))
-                    .map(|r| r.estimated_attack_success)
+                    .and_then(|r| r.estimated_attack_success)
             })
             .collect(),
     )
@@ -76,7 +76,7 @@ pub fn write(
         .with("mask_l1", Column::floats(rows.iter().map(|r| r.mask_l1)))
         .with(
             "estimated_attack_success",
-            Column::floats(rows.iter().map(|r| r.estimated_attack_success)),
+            Column::Float(rows.iter().map(|r| r.estimated_attack_success).collect()),
         )
         .with(
             "measured_attack_success",

@@ -54,13 +54,14 @@ fn main() -> std::process::ExitCode {
         }
         for r in &s.rows {
             cli::outln!(
-                "{:<20} top label {:>5} (anomaly index {:5.2}{}), mask L1 {:7.1}; estimated attack success of B's trigger {:6.2}% ({} labels inverted)",
+                "{:<20} top label {:>5} (anomaly index {:5.2}{}), mask L1 {:7.1}; estimated attack success of B's trigger {} ({} labels inverted)",
                 r.network,
                 r.top_label,
                 r.anomaly_index,
                 if r.flagged { ", FLAGGED" } else { "" },
                 r.mask_l1,
-                r.estimated_attack_success,
+                r.estimated_attack_success
+                    .map_or("n/a (B not flagged)".into(), |e| format!("{e:.2}%")),
                 r.labels_inverted
             )?;
         }
