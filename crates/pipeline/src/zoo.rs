@@ -192,6 +192,19 @@ fn cost(logs: &Path) -> Option<(f64, f64)> {
 /// How each network of `plan` ended: its summary when its run is complete and current, else
 /// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`), or, when
 /// nothing failed, that it is out of date.
+/// A finished run's evaluate summary and, where it scanned, its scan rows.
+fn results(work: &Path) -> Result<(Summary, Vec<defense::scan::ScanRow>)> {
+    let paths = formats::paths::WorkPaths::new(work);
+    let summary = Summary::read(&paths.eval_summary())?;
+    let scan = paths.stage("scan").join(formats::paths::SCAN_SUMMARY);
+    let rows = if scan.exists() {
+        defense::scan::read_summary(&scan)?
+    } else {
+        Vec::new()
+    };
+    Ok((summary, rows))
+}
+
 pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
     plan.networks
         .iter()
@@ -205,8 +218,8 @@ pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
                         Err("out of date: its inputs, configuration or the stage binaries changed since its last run".into()),
                     ),
                 },
-                None => match Summary::read(&n.work.join("evaluate/summary.parquet")) {
-                    Ok(s) => ("ok", Ok(s)),
+                None => match results(&n.work) {
+                    Ok(r) => ("ok", Ok(r)),
                     Err(e) => ("failed", Err(e.to_string())),
                 },
             };

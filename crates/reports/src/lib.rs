@@ -86,16 +86,11 @@ pub fn run(
         Vec::new()
     };
     let mut written = files.to_vec();
-    let mut table = summary.to_table();
     if !scanned.is_empty() {
         written.extend(scan::write(scan_path, &scanned, &summary, out_dir)?);
-        table = table.with(
-            "estimated_attack_success",
-            scan::estimates(&summary, &scanned),
-        );
     }
     // The summary goes last: it is what make takes as the stage's completion.
-    table.write_csv(summary_csv, Floats::Fixed(2))?;
+    scan::summary_table(&summary, &scanned).write_csv(summary_csv, Floats::Fixed(2))?;
     Ok(written)
 }
 

@@ -29,8 +29,15 @@ fn measured(summary: &Summary, scanned: &ScanRow) -> Option<f64> {
         .map(|r| r.scores.attack_success_rate)
 }
 
-/// The estimated residual attack success of each evaluate summary row the scan covers.
-pub fn estimates(summary: &Summary, rows: &[ScanRow]) -> Column {
+/// `summary.csv`: the evaluate summary, and the estimated residual attack success of each row
+/// the scan covers (null elsewhere, or without a scan).
+pub fn summary_table(summary: &Summary, rows: &[ScanRow]) -> Table {
+    summary
+        .to_table()
+        .with("estimated_attack_success", estimates(summary, rows))
+}
+
+fn estimates(summary: &Summary, rows: &[ScanRow]) -> Column {
     Column::Float(
         summary
             .rows

@@ -5,6 +5,7 @@
 
 use crate::plot::{self, draw_legend, DrawResult, Figure, Sample, FONT};
 use defense::results::{Kind, Scores, Summary};
+use defense::scan::ScanRow;
 use formats::table::{Column, Floats, Table};
 use formats::Result;
 use plotters::coord::Shift;
@@ -16,8 +17,8 @@ pub struct Outcome {
     pub name: String,
     /// `ok`, `failed` (a stage failed) or `not run` (out of date, nothing failed).
     pub status: &'static str,
-    /// Its summary, or why there is none.
-    pub result: std::result::Result<Summary, String>,
+    /// Its summary and scan rows (none when it did not scan), or why there is none.
+    pub result: std::result::Result<(Summary, Vec<ScanRow>), String>,
     /// Seconds of all its jobs and their largest peak memory (MB), where the engine measured.
     pub cost: Option<(f64, f64)>,
 }
@@ -33,7 +34,7 @@ pub fn write(outcomes: &[Outcome], out_dir: &Path) -> Result<Vec<PathBuf>> {
     let files = FILES.map(|f| out_dir.join(f));
     let plotted: Vec<(&str, &Summary)> = outcomes
         .iter()
-        .filter_map(|o| Some((o.name.as_str(), o.result.as_ref().ok()?)))
+        .filter_map(|o| Some((o.name.as_str(), &o.result.as_ref().ok()?.0)))
         .take(PLOTTED)
         .collect();
     let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
@@ -53,11 +54,15 @@ pub fn table(outcomes: &[Outcome]) -> Table {
         .with("error", Column::Text(Vec::new()))
         .with("seconds", Column::Float(Vec::new()))
         .with("peak_rss_mb", Column::Float(Vec::new()));
-    let empty = Summary { rows: Vec::new() }.to_table();
+    let empty = crate::scan::summary_table(&Summary { rows: Vec::new() }, &[]);
     t.columns.extend(empty.columns);
     for o in outcomes {
         let (rows, error, summary) = match &o.result {
-            Ok(s) => (s.rows.len(), None, Some(s.to_table())),
+            Ok((s, scan)) => (
+                s.rows.len(),
+                None,
+                Some(crate::scan::summary_table(s, scan)),
+            ),
             Err(e) => (1, Some(e.clone()), None),
         };
         let status = o.status;
