@@ -68,7 +68,7 @@ fn scan_files_are_deterministic_and_reach_the_report() {
     run_ok("report", &["--config", c]);
     let reports = runs[0].path().join("reports");
     let csv = std::fs::read_to_string(reports.join("scan.csv")).unwrap();
-    assert!(csv.starts_with("network,threshold_percent,top_label,anomaly_index,flagged,mask_l1,estimated_attack_success,measured_attack_success"), "{csv}");
+    assert!(csv.starts_with("network,threshold_percent,top_label,anomaly_index,mask_l1,flagged,estimated_attack_success,labels_inverted,measured_attack_success"), "{csv}");
     assert_eq!(csv.lines().count(), 4);
     assert!(reports.join("scan_backdoored.png").exists());
     let summary_csv = std::fs::read_to_string(reports.join("summary.csv")).unwrap();

@@ -345,15 +345,16 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
             outputs.push(triggers);
         }
     }
-    summary_table(&rows, config.enabled)
+    summary_table(&rows)
+        .meta("enabled", config.enabled.to_string())
         .meta(crate::profile::MODEL_KEY, &fingerprint)
         .write(&summary_out)?;
     outputs.push(summary_out);
     Ok(ScanSummary { rows, outputs })
 }
 
-/// The summary: one row per network.
-fn summary_table(rows: &[ScanRow], enabled: bool) -> Table {
+/// The summary: one row per network (also the report's `scan.csv`).
+pub fn summary_table(rows: &[ScanRow]) -> Table {
     Table::new()
         .with(
             "network",
@@ -384,7 +385,6 @@ fn summary_table(rows: &[ScanRow], enabled: bool) -> Table {
             "labels_inverted",
             Column::ints(rows.iter().map(|r| r.labels_inverted as i32)),
         )
-        .meta("enabled", enabled.to_string())
 }
 
 /// A trigger as safetensors: `mask` (55, 47) and `pattern` (3, 55, 47), pixels 0..255.

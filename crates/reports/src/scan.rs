@@ -59,32 +59,7 @@ pub fn write(
     out_dir: &Path,
 ) -> Result<Vec<PathBuf>> {
     let csv = out_dir.join("scan.csv");
-    Table::new()
-        .with(
-            "network",
-            Column::Text(rows.iter().map(|r| Some(r.network.clone())).collect()),
-        )
-        .with(
-            "threshold_percent",
-            Column::Float(rows.iter().map(|r| r.threshold_percent).collect()),
-        )
-        .with(
-            "top_label",
-            Column::ints(rows.iter().map(|r| r.top_label as i32)),
-        )
-        .with(
-            "anomaly_index",
-            Column::floats(rows.iter().map(|r| r.anomaly_index)),
-        )
-        .with(
-            "flagged",
-            Column::ints(rows.iter().map(|r| r.flagged as i32)),
-        )
-        .with("mask_l1", Column::floats(rows.iter().map(|r| r.mask_l1)))
-        .with(
-            "estimated_attack_success",
-            Column::Float(rows.iter().map(|r| r.estimated_attack_success).collect()),
-        )
+    defense::scan::summary_table(rows)
         .with(
             "measured_attack_success",
             Column::Float(rows.iter().map(|r| measured(summary, r)).collect()),
