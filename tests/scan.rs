@@ -5,9 +5,8 @@ use fineprune_tests::{files_below, run, run_ok, stderr, write_config};
 use std::path::Path;
 
 const TINY: &str = "[synth]\nidentities = 6\ntrain_per_identity = 12\nvalid_per_identity = 4\ntest_per_identity = 3\nepochs = 1\nbatch_size = 16\n[prune]\nthresholds = [4]\n[finetune]\nsteps = 2\nbatch_size = 8\n";
-/// Few enough full inversions (2 + 2 of 6 labels) that every label is probed first.
-const SCAN: &str =
-    "[scan]\nprobe_steps = 2\ncandidates = 2\nreference = 2\nsteps = 8\nbatch_size = 8\n";
+/// Few enough full inversions (2 + 2 of 6 labels) that the labels are screened first.
+const SCAN: &str = "[scan]\ncandidates = 2\nreference = 2\nsteps = 8\nbatch_size = 8\n";
 
 fn scanned_run(dir: &Path) -> String {
     let d = dir;
@@ -62,6 +61,13 @@ fn scan_files_are_deterministic_and_reach_the_report() {
     }
     let table = formats::table::Table::read(&scan(&runs[0]).join("backdoored.parquet")).unwrap();
     assert_eq!(table.rows(), 6, "one row per label");
+    // The screen's shares: one per label, percentages.
+    let stimulated = table.columns.iter().find(|(n, _)| n == "stimulated");
+    assert!(
+        matches!(stimulated, Some((_, formats::table::Column::Float(v)))
+            if v.iter().all(|s| s.is_some_and(|s| (0.0..=100.0).contains(&s)))),
+        "{stimulated:?}"
+    );
 
     let c = &configs[0];
     run_ok("evaluate", &["--config", c]);
@@ -86,6 +92,8 @@ fn bad_scan_settings_are_usage_errors() {
     for (setting, needle) in [
         ("steps = 0", "scan.steps"),
         ("candidates = 0", "scan.candidates"),
+        ("reference = 1", "scan.reference"),
+        ("screen_images = 0", "scan.screen_images"),
         ("init_cost = -1.0", "scan.init_cost"),
         ("cost_multiplier = 1.0", "scan.cost_multiplier"),
         ("holdout = 0.0", "scan.holdout"),

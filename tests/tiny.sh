@@ -23,7 +23,6 @@ batch_size = 16
 [finetune]
 steps = ${2:-4}
 [scan]
-probe_steps = 2
 candidates = 2
 reference = 2
 steps = 10

@@ -32,7 +32,7 @@ if [ -f "$fixtures/deepid/bd_weights.h5" ]; then
   for n in lab:deepid/bd_weights.h5:1.0 csaw2020:csaw2020/anonymous_1_bd_weights.h5:0.00392156862745098; do
     IFS=: read -r name weights scale <<<"$n"
     mkdir -p "$dir/$name"
-    printf '[data]\nvalid = "%s"\ntest = "%s"\npoisoned_test = "%s"\n[model]\nweights = "%s"\ninput_scale = %s\n[finetune]\nsteps = 4\nunpruned = false\n[scan]\nprobe_steps = 1\nprobe_batch = 4\ncandidates = 2\nreference = 2\nsteps = 4\nbatch_size = 8\n' \
+    printf '[data]\nvalid = "%s"\ntest = "%s"\npoisoned_test = "%s"\n[model]\nweights = "%s"\ninput_scale = %s\n[finetune]\nsteps = 4\nunpruned = false\n[scan]\ncandidates = 2\nreference = 2\nsteps = 4\nbatch_size = 8\n' \
       "$f/deepid/sweep/valid.h5" "$f/deepid/sweep/test.h5" "$f/deepid/sweep/bd_test.h5" "$f/$weights" "$scale" > "$dir/$name/p.toml"
     printf '\n[[model]]\nname = "%s"\nconfig = "%s/p.toml"\n' "$name" "$name" >> "$dir/zoo.toml"
     good="$good $name"

@@ -106,15 +106,14 @@ pub struct EvaluateConfig {}
 pub struct ScanConfig {
     /// `false`: the stage writes an empty summary and the report has no scan.
     pub enabled: bool,
-    /// Labels given a full inversion because their short probe was the easiest.
+    /// Labels given a full inversion because stimulated channels sent the most images there.
     pub candidates: usize,
     /// Other labels, drawn at random, given a full inversion too: the baseline the anomaly
     /// index measures against. With at most `candidates + reference` classes every label is
-    /// inverted and nothing is probed.
+    /// inverted (all of them the baseline) and nothing is screened.
     pub reference: usize,
-    /// Steps and images per step of each label's probe.
-    pub probe_steps: usize,
-    pub probe_batch: usize,
+    /// Fit images the screen stimulates channels on.
+    pub screen_images: usize,
     /// Steps and images per step of a full inversion.
     pub steps: usize,
     pub batch_size: usize,
@@ -137,8 +136,7 @@ impl Default for ScanConfig {
             enabled: true,
             candidates: 6,
             reference: 14,
-            probe_steps: 10,
-            probe_batch: 16,
+            screen_images: 256,
             steps: 200,
             batch_size: 16,
             learning_rate: 0.1,
@@ -156,18 +154,9 @@ impl Default for ScanConfig {
 impl ScanConfig {
     /// The settings of a full inversion.
     pub fn full(&self) -> cleanse::Settings {
-        self.settings(self.steps, self.batch_size)
-    }
-
-    /// The settings of a probe.
-    pub fn probe(&self) -> cleanse::Settings {
-        self.settings(self.probe_steps, self.probe_batch)
-    }
-
-    fn settings(&self, steps: usize, batch_size: usize) -> cleanse::Settings {
         cleanse::Settings {
-            steps,
-            batch_size,
+            steps: self.steps,
+            batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             init_cost: self.init_cost,
             cost_multiplier: self.cost_multiplier,
@@ -184,17 +173,17 @@ impl Table for ScanConfig {
     fn check(&self) -> Result<(), String> {
         for (key, v, max) in [
             ("scan.candidates", self.candidates, MAX_CLASSES),
-            ("scan.probe_steps", self.probe_steps, MAX_STEPS),
-            ("scan.probe_batch", self.probe_batch, MAX_BATCH),
+            ("scan.screen_images", self.screen_images, MAX_SCREEN_IMAGES),
             ("scan.steps", self.steps, MAX_STEPS),
             ("scan.batch_size", self.batch_size, MAX_BATCH),
             ("scan.patience", self.patience, MAX_STEPS),
         ] {
             check_count(key, v, max)?;
         }
-        if self.reference > MAX_CLASSES {
+        // The baseline's median absolute deviation needs two values at least.
+        if !(2..=MAX_CLASSES).contains(&self.reference) {
             return Err(format!(
-                "scan.reference must be in 0..={MAX_CLASSES}, got {}",
+                "scan.reference must be in 2..={MAX_CLASSES}, got {}",
                 self.reference
             ));
         }
@@ -295,6 +284,8 @@ impl Default for FinetuneConfig {
 
 /// The most labels a scan setting may name (beyond any network's classes).
 const MAX_CLASSES: usize = 100_000;
+/// The most images the scan's screen stimulates channels on.
+const MAX_SCREEN_IMAGES: usize = 65_536;
 
 /// The largest weight decay a table takes.
 pub const MAX_DECAY: f64 = 1.0;

@@ -6,9 +6,12 @@
 //! often each network still follows the backdoor (an estimate: the inverted trigger stands in
 //! for the attacker's).
 //!
-//! With many classes, every label first gets a short probe (`probe_steps`); the `candidates`
-//! whose probes went easiest, and `reference` labels drawn at random as the baseline, get a
-//! full inversion. A target whose probe is not among the easiest is missed.
+//! With many classes a screen chooses which labels to invert: each pool_3 channel raised in
+//! turn ([`cleanse::stimulate`]); the `candidates` labels that single channels send the most
+//! images to get a full inversion, with `reference` labels drawn at random as the baseline. A
+//! backdoor spread over many channels, none of which alone sends images to its target, can be
+//! missed. The anomaly index is the deviation of ln(mask L1) below the reference labels',
+//! corrected for the number of labels the top one was chosen from.
 
 use crate::config::ScanConfig;
 use crate::models::finetuned;
@@ -19,7 +22,7 @@ use formats::source::Images;
 use formats::table::{Column, Table};
 use formats::{Error, ModelFile, Result};
 use model::backprop::Net;
-use model::cleanse::{self, anomaly_indices, Inverted, Trigger};
+use model::cleanse::{self, Inverted, Trigger};
 use model::geometry::IMAGE_LEN;
 use model::progress::Progress;
 use model::train::Examples;
@@ -46,8 +49,9 @@ pub struct ScanFiles {
 #[derive(Debug, Clone)]
 struct Label {
     label: u32,
-    /// The probe's mean cross-entropy towards the label (none when nothing was probed).
-    probe_loss: Option<f64>,
+    /// The largest percent of fit images of other labels one stimulated pool_3 channel sent
+    /// here (none when every label is inverted).
+    stimulated: Option<f64>,
     /// A full inversion's result, for the candidates and the reference labels.
     full: Option<Full>,
 }
@@ -55,11 +59,17 @@ struct Label {
 #[derive(Debug, Clone)]
 struct Full {
     trigger: Trigger,
+    /// The inversion's last smallest working triggers ([`Inverted::kept`]).
+    kept: Vec<Trigger>,
     works: bool,
     mask_l1: f64,
+    /// Consistent median absolute deviations of ln(mask L1) below the reference labels'.
+    deviation: f64,
     anomaly_index: f64,
     /// The trigger's success on held-out clean images of other labels, percent.
     success: f64,
+    /// Whether the label was drawn as a reference (else a candidate, or every label was).
+    reference: bool,
 }
 
 /// One network's scan, as the summary reports it.
@@ -92,36 +102,42 @@ struct Split {
 }
 
 impl Split {
-    /// `share` of `valid` held out (at least one image, and one left to invert on).
-    fn new(valid: &Examples, share: f64, seed: u64) -> Self {
-        let gather = |s: model::train::Subset| {
-            let (pixels, labels) = s.gather(&(0..s.len()).collect::<Vec<_>>());
+    /// `share` of `valid` held out (at least one image, and one left to invert on); the fit
+    /// part compacted in `valid`'s own buffer, so the images are held once.
+    fn new(mut valid: Examples, share: f64, seed: u64) -> Self {
+        let (fit, held) = valid.split(share, seed);
+        let held = {
+            let (pixels, labels) = held.gather(&(0..held.len()).collect::<Vec<_>>());
             Examples { pixels, labels }
         };
-        let (fit, held) = valid.split(share, seed);
-        Self {
-            fit: gather(fit),
-            held: gather(held),
+        let fit = fit.ids;
+        // `fit` ascends: each image moves down or stays.
+        for (k, &i) in fit.iter().enumerate() {
+            valid
+                .pixels
+                .copy_within(i * IMAGE_LEN..(i + 1) * IMAGE_LEN, k * IMAGE_LEN);
+            valid.labels[k] = valid.labels[i];
         }
+        valid.pixels.truncate(fit.len() * IMAGE_LEN);
+        valid.labels.truncate(fit.len());
+        Self { fit: valid, held }
     }
 }
 
-/// The images of `data` whose label is not `target`.
-fn others(data: &Examples, target: u32) -> Examples {
-    let keep: Vec<usize> = (0..data.len())
-        .filter(|&i| data.labels[i] != target)
+/// Up to `most` of `data`'s images, evenly spaced, and their labels.
+fn spread(data: &Examples, most: usize) -> (Vec<f32>, Vec<u32>) {
+    let pick: Vec<usize> = (0..data.len())
+        .step_by(data.len().div_ceil(most).max(1))
         .collect();
-    Examples {
-        pixels: keep
-            .iter()
-            .flat_map(|&i| &data.pixels[i * IMAGE_LEN..][..IMAGE_LEN])
-            .copied()
-            .collect(),
-        labels: keep.iter().map(|&i| data.labels[i]).collect(),
-    }
+    let images = pick
+        .iter()
+        .flat_map(|&i| &data.pixels[i * IMAGE_LEN..][..IMAGE_LEN])
+        .copied()
+        .collect();
+    (images, pick.iter().map(|&i| data.labels[i]).collect())
 }
 
-/// Inverts `label`'s trigger on `w` with `settings`.
+/// Inverts `label`'s trigger on the fit images of the other labels.
 fn invert(
     net: &Net,
     scale: f32,
@@ -129,7 +145,7 @@ fn invert(
     label: u32,
     settings: &cleanse::Settings,
 ) -> Result<Inverted> {
-    cleanse::invert(net, scale, &others(&split.fit, label), label, settings).map_err(|e| match e {
+    cleanse::invert(net, scale, &split.fit, label, settings).map_err(|e| match e {
         model::Error::Diverged { .. } => {
             Error::Other(format!("scan: {e}: lower scan.learning_rate"))
         }
@@ -137,7 +153,42 @@ fn invert(
     })
 }
 
-/// Scans one network: probes (when there are many classes), full inversions, anomaly
+/// Which labels get a full inversion: all of them when there are at most `candidates +
+/// reference`; else the `candidates` labels that stimulated channels send the most images
+/// to ([`cleanse::stimulate`] on up to `screen_images` fit images), and `reference` others
+/// drawn at random. Returns (label, drawn as a reference) in label order, and per label the
+/// stimulation's share.
+fn choose(
+    network: &Network,
+    fit: &Examples,
+    config: &ScanConfig,
+) -> (Vec<(u32, bool)>, Option<Vec<f64>>) {
+    let classes = network.classes() as u32;
+    if network.classes() <= config.candidates + config.reference {
+        return ((0..classes).map(|l| (l, true)).collect(), None);
+    }
+    let (images, labels) = spread(fit, config.screen_images);
+    let shares = cleanse::stimulate(network, (&images, &labels));
+    let mut by_share: Vec<u32> = (0..classes).collect();
+    by_share.sort_by(|&a, &b| {
+        shares[b as usize]
+            .total_cmp(&shares[a as usize])
+            .then(a.cmp(&b))
+    });
+    let (candidates, rest) = by_share.split_at(config.candidates);
+    let mut rest = rest.to_vec();
+    rest.sort_unstable();
+    rest.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
+    let mut chosen: Vec<(u32, bool)> = candidates
+        .iter()
+        .map(|&l| (l, false))
+        .chain(rest.iter().take(config.reference).map(|&l| (l, true)))
+        .collect();
+    chosen.sort_unstable();
+    (chosen, Some(shares))
+}
+
+/// Scans one network: the screen (when there are many classes), full inversions, anomaly
 /// indices and held-out success.
 fn scan_network(
     w: &DeepIdWeights,
@@ -147,55 +198,14 @@ fn scan_network(
     progress: &dyn Progress,
 ) -> Result<Vec<Label>> {
     let net = Net::new(w);
+    let network = Network::new(w);
     let scale = w.provenance.input_scale as f32;
-    let classes = w.classes() as u32;
-    let mut labels: Vec<Label> = (0..classes)
-        .map(|label| Label {
-            label,
-            probe_loss: None,
-            full: None,
-        })
-        .collect();
-    let chosen: Vec<u32> = if labels.len() <= config.candidates + config.reference {
-        (0..classes).collect()
-    } else {
-        progress.start(&format!("{name}: probe"), classes as u64);
-        let probe = config.probe();
-        let losses = (0..classes)
-            .into_par_iter()
-            .map(|l| {
-                let r = invert(&net, scale, split, l, &probe).map(|i| i.mean_loss);
-                progress.advance(1);
-                r
-            })
-            .collect::<Result<Vec<f64>>>()?;
-        progress.finish();
-        for (l, loss) in labels.iter_mut().zip(&losses) {
-            l.probe_loss = Some(*loss);
-        }
-        let mut by_loss: Vec<u32> = (0..classes).collect();
-        by_loss.sort_by(|&a, &b| {
-            losses[a as usize]
-                .total_cmp(&losses[b as usize])
-                .then(a.cmp(&b))
-        });
-        let (candidates, rest) = by_loss.split_at(config.candidates);
-        let mut rest = rest.to_vec();
-        rest.sort_unstable();
-        rest.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
-        let mut chosen: Vec<u32> = candidates
-            .iter()
-            .chain(rest.iter().take(config.reference))
-            .copied()
-            .collect();
-        chosen.sort_unstable();
-        chosen
-    };
+    let (chosen, shares) = choose(&network, &split.fit, config);
     progress.start(&format!("{name}: invert"), chosen.len() as u64);
     let full = config.full();
     let inverted = chosen
         .par_iter()
-        .map(|&l| {
+        .map(|&(l, _)| {
             let r = invert(&net, scale, split, l, &full);
             progress.advance(1);
             r
@@ -203,20 +213,50 @@ fn scan_network(
         .collect::<Result<Vec<Inverted>>>()?;
     progress.finish();
     let norms: Vec<f64> = inverted.iter().map(|i| i.trigger.l1()).collect();
-    let indices = anomaly_indices(&norms);
-    let network = Network::new(w);
-    for ((&l, inv), index) in chosen.iter().zip(inverted).zip(indices) {
-        let held = others(&split.held, l);
-        let success = cleanse::success(&network, &inv.trigger, &held.pixels, l);
+    let baseline: Vec<f64> = norms
+        .iter()
+        .zip(&chosen)
+        .filter(|(_, (_, reference))| *reference)
+        .map(|(n, _)| *n)
+        .collect();
+    let deviations = cleanse::deviations(&norms, &baseline);
+    let mut labels: Vec<Label> = (0..network.classes())
+        .map(|l| Label {
+            label: l as u32,
+            stimulated: shares.as_ref().map(|c| c[l]),
+            full: None,
+        })
+        .collect();
+    for ((&(l, reference), inv), deviation) in chosen.iter().zip(inverted).zip(deviations) {
+        let held = &split.held;
+        let success = cleanse::success(&network, &inv.trigger, (&held.pixels, &held.labels), l);
         labels[l as usize].full = Some(Full {
             mask_l1: inv.trigger.l1(),
             works: inv.works,
             trigger: inv.trigger,
-            anomaly_index: index,
+            kept: inv.kept,
+            deviation,
+            anomaly_index: cleanse::anomaly_index(deviation, network.classes()),
             success,
+            reference,
         });
     }
     Ok(labels)
+}
+
+/// The trigger whose held-out success estimates the attack's: the smallest of the label's
+/// kept triggers that sends `success` percent of the fit images of other labels (of up to
+/// 1,024 fit images) to it; the largest kept when none does. The smallest working trigger alone worked on one
+/// batch and sends fewer held-out images than the attacker's trigger would.
+fn confirmed(network: &Network, full: &Full, fit: &Examples, label: u32, success: f64) -> Trigger {
+    let (images, labels) = spread(fit, 1024);
+    full.kept
+        .iter()
+        .rev()
+        .find(|t| cleanse::success(network, t, (&images, &labels), label) >= success)
+        .or(full.kept.first())
+        .unwrap_or(&full.trigger)
+        .clone()
 }
 
 /// The label with the largest anomaly index (the first on ties).
@@ -237,8 +277,9 @@ fn anomaly(l: &Label) -> f64 {
         .map_or(f64::NEG_INFINITY, |f| f.anomaly_index)
 }
 
-/// One network's labels as a table: label, probe loss, mask L1, whether the trigger works,
-/// anomaly index, held-out success.
+/// One network's labels as a table: label, the stimulation's share, and for the inverted labels
+/// mask L1, whether the trigger works, deviation, anomaly index, held-out success, whether it
+/// was a reference label.
 fn label_table(labels: &[Label], fingerprint: &str) -> Table {
     let full = |f: &dyn Fn(&Full) -> f64| {
         Column::Float(labels.iter().map(|l| l.full.as_ref().map(f)).collect())
@@ -246,13 +287,23 @@ fn label_table(labels: &[Label], fingerprint: &str) -> Table {
     Table::new()
         .with("label", Column::ints(labels.iter().map(|l| l.label as i32)))
         .with(
-            "probe_loss",
-            Column::Float(labels.iter().map(|l| l.probe_loss).collect()),
+            "stimulated",
+            Column::Float(labels.iter().map(|l| l.stimulated).collect()),
         )
         .with("mask_l1", full(&|f| f.mask_l1))
         .with("trigger_works", full(&|f| f.works as i32 as f64))
+        .with("deviation", full(&|f| f.deviation))
         .with("anomaly_index", full(&|f| f.anomaly_index))
         .with("inverted_trigger_success", full(&|f| f.success))
+        .with(
+            "reference",
+            Column::Int(
+                labels
+                    .iter()
+                    .map(|l| l.full.as_ref().map(|f| f.reference as i32))
+                    .collect(),
+            ),
+        )
         .meta(crate::profile::MODEL_KEY, fingerprint)
 }
 
@@ -286,7 +337,7 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
             ));
         }
         let split = Split::new(
-            &Examples {
+            Examples {
                 labels: valid.labels.iter().map(|&l| l as u32).collect(),
                 pixels: valid.pixels,
             },
@@ -319,10 +370,22 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
             let t = top(&labels);
             let f = t.full.as_ref().expect("top is inverted");
             let flagged = f.anomaly_index > config.anomaly_threshold;
-            let b = b_top.get_or_insert_with(|| flagged.then(|| (t.label, f.trigger.clone())));
+            let b = b_top.get_or_insert_with(|| {
+                flagged.then(|| {
+                    (
+                        t.label,
+                        confirmed(&Network::new(w), f, &split.fit, t.label, config.success),
+                    )
+                })
+            });
             let estimated = b.as_ref().map(|(b_label, b_trigger)| {
-                let held = others(&split.held, *b_label);
-                cleanse::success(&Network::new(w), b_trigger, &held.pixels, *b_label)
+                let held = &split.held;
+                cleanse::success(
+                    &Network::new(w),
+                    b_trigger,
+                    (&held.pixels, &held.labels),
+                    *b_label,
+                )
             });
             let out = files.output_dir.join(format!("{name}.parquet"));
             label_table(&labels, &fingerprint).write(&out)?;

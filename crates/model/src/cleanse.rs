@@ -9,19 +9,30 @@
 //! and the smallest working mask is kept. A backdoor's target needs a far smaller mask than any
 //! other label.
 //!
-//! The gradients come from [`Net::input_gradient`]; every sum runs in image order, so equal
+//! Which labels to invert first, when there are many, comes from [`stimulate`]. The gradients
+//! come from [`Net::input_gradient`]; every sum runs in image order, so equal
 //! inputs and seed give equal bytes.
 
 use crate::backprop::{Net, Task};
 use crate::error::{Error, Result};
+use crate::geometry::{CONV3_CHANNELS, POOL3_LEN};
 use crate::geometry::{IMAGE_LEN, INPUT_SHAPE};
+use crate::head::Head;
 use crate::layout::to_nhwc;
 use crate::metrics::percent;
 use crate::network::{Classifier, Network};
 use crate::train::Examples;
+use crate::trunk::Trunk;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+/// How many working triggers an inversion keeps, each at most [`SPACING`] times the size of
+/// the one before.
+pub const KEPT: usize = 8;
+const SPACING: f64 = 0.95;
 
 /// Pixel positions of an image (the mask's length).
 pub const POSITIONS: usize = INPUT_SHAPE[1] * INPUT_SHAPE[2];
@@ -78,8 +89,10 @@ pub struct Inverted {
     pub trigger: Trigger,
     /// Whether any step's batch reached the success share (else `trigger` is the last one).
     pub works: bool,
-    /// The mean cross-entropy towards the label over the steps: low for an easy label.
-    pub mean_loss: f64,
+    /// Up to [`KEPT`] working triggers that were each the smallest so far, at least 5% apart
+    /// in mask L1, largest first, `trigger` last: the smallest worked on one batch, perhaps by
+    /// luck, and a caller that needs a trigger that works on more images picks among these.
+    pub kept: Vec<Trigger>,
 }
 
 fn sigmoid(v: f32) -> f32 {
@@ -168,7 +181,7 @@ impl Adam {
     }
 }
 
-/// Inverts a trigger towards `target` on `images` (clean, none of them of `target`).
+/// Inverts a trigger towards `target` on the clean `images` of other labels.
 pub fn invert(
     net: &Net,
     scale: f32,
@@ -176,7 +189,10 @@ pub fn invert(
     target: u32,
     s: &Settings,
 ) -> Result<Inverted> {
-    if images.is_empty() || s.batch_size == 0 || s.steps == 0 {
+    let mut order: Vec<usize> = (0..images.len())
+        .filter(|&i| images.labels[i] != target)
+        .collect();
+    if order.is_empty() || s.batch_size == 0 || s.steps == 0 {
         return Err(Error::Recipe(
             "trigger inversion needs clean images of other labels, a batch and a step".into(),
         ));
@@ -188,15 +204,14 @@ pub fn invert(
         t: 0,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ u64::from(target));
-    let mut order: Vec<usize> = (0..images.len()).collect();
     let mut next = order.len();
-    let batch = s.batch_size.min(images.len());
+    let batch = s.batch_size.min(order.len());
     let (mut grad, mut tasks) = (vec![0f32; free.0.len()], Vec::new());
     let labels = vec![target; batch];
     let mut pixels = vec![0f32; batch * IMAGE_LEN];
     let (mut cost, mut above, mut below) = (0f64, 0usize, 0usize);
-    let mut best: Option<(f64, Trigger)> = None;
-    let mut loss_sum = 0f64;
+    let mut best: Option<f64> = None;
+    let mut kept: Vec<Trigger> = Vec::with_capacity(KEPT);
     for _ in 0..s.steps {
         if next + batch > order.len() {
             order.shuffle(&mut rng);
@@ -223,12 +238,22 @@ pub fn invert(
                 learning_rate: s.learning_rate,
             });
         }
-        loss_sum += loss / batch as f64;
         let works = percent(hits, batch) >= s.success;
         if works {
             let l1 = trigger.l1();
-            if best.as_ref().is_none_or(|(b, _)| l1 < *b) {
-                best = Some((l1, trigger.clone()));
+            if best.is_none_or(|b| l1 < b) {
+                best = Some(l1);
+                // The smallest replaces the last kept while it is within SPACING of the one
+                // before, so the kept triggers span a range of sizes.
+                let n = kept.len();
+                if n >= 2 && l1 >= SPACING * kept[n - 2].l1() {
+                    kept[n - 1] = trigger.clone();
+                } else {
+                    if n == KEPT {
+                        kept.remove(0);
+                    }
+                    kept.push(trigger.clone());
+                }
             }
         }
         // The cost schedule.
@@ -254,31 +279,37 @@ pub fn invert(
         }
         adam.step(&mut free.0, &grad, s.learning_rate as f32);
     }
-    let mean_loss = loss_sum / s.steps as f64;
-    Ok(match best {
-        Some((_, trigger)) => Inverted {
-            trigger,
+    Ok(match kept.last() {
+        Some(trigger) => Inverted {
+            trigger: trigger.clone(),
             works: true,
-            mean_loss,
+            kept,
         },
         None => Inverted {
             trigger: free.trigger(),
             works: false,
-            mean_loss,
+            kept,
         },
     })
 }
 
-/// The share (percent) of `images` that `network` sends to `target` once stamped with
-/// `trigger`.
-pub fn success(network: &Network, trigger: &Trigger, images: &[f32], target: u32) -> f64 {
+/// The share (percent) of `images` (with their `labels`) of labels other than `target` that
+/// `network` sends to `target` once stamped with `trigger`.
+pub fn success(
+    network: &Network,
+    trigger: &Trigger,
+    (images, labels): (&[f32], &[u32]),
+    target: u32,
+) -> f64 {
+    const CHUNK: usize = 1024;
     let classifier = Classifier::new(network);
     let (mut hits, mut seen) = (0, 0);
-    let mut stamped = vec![0f32; 1024 * IMAGE_LEN];
-    for chunk in images.chunks(1024 * IMAGE_LEN) {
-        let out = &mut stamped[..chunk.len()];
-        for (dst, src) in out.chunks_mut(IMAGE_LEN).zip(chunk.chunks(IMAGE_LEN)) {
-            trigger.apply(src, dst);
+    let others: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != target).collect();
+    let mut stamped = vec![0f32; CHUNK * IMAGE_LEN];
+    for chunk in others.chunks(CHUNK) {
+        let out = &mut stamped[..chunk.len() * IMAGE_LEN];
+        for (dst, &i) in out.chunks_mut(IMAGE_LEN).zip(chunk) {
+            trigger.apply(&images[i * IMAGE_LEN..][..IMAGE_LEN], dst);
         }
         let pred = classifier.predict(out);
         hits += pred.iter().filter(|&&p| p == target).count();
@@ -287,10 +318,67 @@ pub fn success(network: &Network, trigger: &Trigger, images: &[f32], target: u32
     percent(hits, seen)
 }
 
-/// Neural Cleanse's anomaly index of each value against all of them: how many (consistent)
-/// median absolute deviations it lies *below* their median; negative above it.
-pub fn anomaly_indices(norms: &[f64]) -> Vec<f64> {
-    let median = |v: &mut Vec<f64>| {
+/// The stimulation levels of [`stimulate`], times a channel's largest clean activation.
+pub const LEVELS: [f32; 5] = [1.0, 2.0, 4.0, 8.0, 16.0];
+
+/// Which labels a backdoor may send images to, from the network's insides (artificial brain
+/// stimulation, after ABS, Liu et al., CCS 2019): each pool_3 channel in turn is set, at every
+/// position of every image, to [`LEVELS`] times its largest activation on `images` (a channel
+/// silent on them, as a backdoor's often is, to the layer's largest), and the head classifies
+/// the result. A backdoor lives in a few channels that, raised, send every image to its target
+/// whatever the image. Per label: the largest percent of the images of other labels that one
+/// stimulated channel sent there. Costs one trunk pass and `channels x levels` head passes.
+pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f64> {
+    let n = labels.len();
+    let mut pool_3 = vec![0f32; n * POOL3_LEN];
+    Trunk::new(network).pool_3(images, &mut pool_3, false);
+    let mut largest = vec![0f32; CONV3_CHANNELS];
+    for row in pool_3.chunks(CONV3_CHANNELS) {
+        for (m, &v) in largest.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let layer = largest.iter().copied().fold(0f32, f32::max);
+    let head = Head::new(network);
+    let classes = network.classes();
+    let mut own = vec![0usize; classes];
+    for &y in labels {
+        own[y as usize] += 1;
+    }
+    let shares: Vec<Vec<f64>> = (0..CONV3_CHANNELS)
+        .into_par_iter()
+        .flat_map_iter(|c| LEVELS.iter().map(move |&level| (c, level)))
+        .map(|(c, level)| {
+            let base = if largest[c] > 0.0 { largest[c] } else { layer };
+            let mut raised = pool_3.clone();
+            for row in raised.chunks_mut(CONV3_CHANNELS) {
+                row[c] = level * base;
+            }
+            let mut sent = vec![0usize; classes];
+            for (&p, &y) in head.classify(&raised).iter().zip(labels) {
+                if p != y {
+                    sent[p as usize] += 1;
+                }
+            }
+            // Percent of the images not of that label.
+            sent.iter()
+                .zip(&own)
+                .map(|(&k, &own)| if k > 0 { percent(k, n - own) } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    (0..classes)
+        .map(|l| shares.iter().map(|s| s[l]).fold(0.0, f64::max))
+        .collect()
+}
+
+/// How many consistent median absolute deviations each norm's logarithm lies *below* the
+/// median of the `baseline` norms' logarithms (negative above it). Mask norms spread over
+/// orders of magnitude, a backdoor's far below the rest; on a log scale a clean network's
+/// labels spread about symmetrically, which the index below relies on. 0 for all when the
+/// baseline has no spread.
+pub fn deviations(norms: &[f64], baseline: &[f64]) -> Vec<f64> {
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         let n = v.len();
         if n % 2 == 1 {
@@ -299,13 +387,33 @@ pub fn anomaly_indices(norms: &[f64]) -> Vec<f64> {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         }
     };
-    if norms.is_empty() {
-        return Vec::new();
+    if baseline.is_empty() {
+        return vec![0.0; norms.len()];
     }
-    let m = median(&mut norms.to_vec());
-    let mad = 1.4826 * median(&mut norms.iter().map(|v| (v - m).abs()).collect());
+    let m = median(baseline.iter().map(|v| v.ln()).collect());
+    let mad = 1.4826 * median(baseline.iter().map(|v| (v.ln() - m).abs()).collect());
     norms
         .iter()
-        .map(|v| if mad > 0.0 { (m - v) / mad } else { 0.0 })
+        .map(|v| if mad > 0.0 { (m - v.ln()) / mad } else { 0.0 })
         .collect()
+}
+
+/// The anomaly index of a label `deviation` deviations below the median when it is the most
+/// anomalous of `labels`: the deviation a single normal value reaches with the probability
+/// that the largest of `labels` independent ones reaches `deviation` (Šidák). Neural
+/// Cleanse's threshold of 2 then means the same with 10 classes or 1,283: among 100 clean
+/// labels the largest deviation is about 2.5 by chance alone. 0 when that largest is as
+/// likely as not.
+pub fn anomaly_index(deviation: f64, labels: usize) -> f64 {
+    let normal = Normal::standard();
+    let one = normal.sf(deviation);
+    let any = -(labels as f64 * (-one).ln_1p()).exp_m1();
+    if any >= 0.5 {
+        0.0
+    } else if any > 0.0 {
+        -normal.inverse_cdf(any)
+    } else {
+        // Beyond f64's tail: the same through the tail's leading term.
+        (deviation * deviation - 2.0 * (labels as f64).ln()).sqrt()
+    }
 }

@@ -71,7 +71,13 @@ pub fn run(
         .collect();
 
     let total = sweep.channels() as f64;
-    let data = plot_data(&sweep, &summary, total);
+    let scanned = if scan_path.exists() {
+        defense::scan::read_summary(scan_path)?
+    } else {
+        Vec::new()
+    };
+    let estimated = scan::estimates(&summary, &scanned);
+    let data = plot_data(&sweep, &summary, &estimated, total);
 
     let [performance_csv, sweep_csv, summary_csv, targets_csv, png, svg] = &files;
     write_performance_csv(performance_csv, &performance)?;
@@ -80,11 +86,6 @@ pub fn run(
         .to_table()
         .write_csv(targets_csv, Floats::Fixed(2))?;
     plot::write(&data, png, svg)?;
-    let scanned = if scan_path.exists() {
-        defense::scan::read_summary(scan_path)?
-    } else {
-        Vec::new()
-    };
     let mut written = files.to_vec();
     if !scanned.is_empty() {
         written.extend(scan::write(scan_path, &scanned, &summary, out_dir)?);
@@ -94,8 +95,14 @@ pub fn run(
     Ok(written)
 }
 
-/// The plot's panels: clean accuracy, then attack success, over the fraction pruned.
-fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
+/// The plot's panels: clean accuracy, then attack success, over the fraction pruned; the
+/// scan's `estimated` attack success (per summary row) as hollow rings beside the measured.
+fn plot_data(
+    sweep: &EvaluateSweep,
+    summary: &Summary,
+    estimated: &[Option<f64>],
+    total: f64,
+) -> PlotData {
     let series = |f: &dyn Fn(&SweepStep) -> f64| sweep.steps.iter().map(f).collect::<Vec<_>>();
     // Thresholds that prune the same channels share one line: "2/4 pt".
     let mut thresholds: Vec<(String, f64)> = Vec::new();
@@ -135,7 +142,7 @@ fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
             plot::SKY,
         ),
     ];
-    let panel = |y_label: &str, score: fn(&Scores) -> f64, validation: bool| {
+    let panel = |y_label: &str, score: fn(&Scores) -> f64, attack: bool| {
         let mut curves = vec![
             Curve {
                 name: "backdoored B".into(),
@@ -156,7 +163,7 @@ fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
                 values: series(&|s| score(&s.pruned)),
             },
         ];
-        if validation {
+        if !attack {
             curves.push(Curve {
                 name: "pruned B': validation accuracy".into(),
                 color: plot::GREEN,
@@ -177,6 +184,19 @@ fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
                     .map(|r| (r.channels_pruned as f64 / total, score(&r.scores)))
                     .collect(),
             })
+            .chain(attack.then(|| {
+                Points {
+                    name: "estimated by the scan (clean data only)".into(),
+                    color: plot::GREEN,
+                    marker: Marker::Ring,
+                    points: summary
+                        .rows
+                        .iter()
+                        .zip(estimated)
+                        .filter_map(|(r, e)| e.map(|e| (r.channels_pruned as f64 / total, e)))
+                        .collect(),
+                }
+            }))
             .filter(|p| !p.points.is_empty())
             .collect();
         Panel {
@@ -190,8 +210,8 @@ fn plot_data(sweep: &EvaluateSweep, summary: &Summary, total: f64) -> PlotData {
         fraction: series(&|s| s.channels_pruned as f64 / total),
         thresholds,
         panels: vec![
-            panel("clean test accuracy", |s| s.clean_test_accuracy, true),
-            panel("attack success rate", |s| s.attack_success_rate, false),
+            panel("clean test accuracy", |s| s.clean_test_accuracy, false),
+            panel("attack success rate", |s| s.attack_success_rate, true),
         ],
     }
 }

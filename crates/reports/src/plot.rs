@@ -48,6 +48,8 @@ pub enum Marker {
     Triangle,
     Square,
     Cross,
+    /// Hollow: an estimate rather than a measurement.
+    Ring,
 }
 
 /// A value per sweep step.
@@ -348,6 +350,7 @@ fn marker<DB: DrawingBackend>(
             area.draw(&Rectangle::new(corners, edge))
         }
         Marker::Cross => area.draw(&Cross::new(at, r, color.stroke_width(3))),
+        Marker::Ring => area.draw(&Circle::new(at, r + 1, color.stroke_width(3))),
     }
 }
 

@@ -32,23 +32,23 @@ fn measured(summary: &Summary, scanned: &ScanRow) -> Option<f64> {
 /// `summary.csv`: the evaluate summary, and the estimated residual attack success of each row
 /// the scan covers (null elsewhere, or without a scan).
 pub fn summary_table(summary: &Summary, rows: &[ScanRow]) -> Table {
-    summary
-        .to_table()
-        .with("estimated_attack_success", estimates(summary, rows))
+    summary.to_table().with(
+        "estimated_attack_success",
+        Column::Float(estimates(summary, rows)),
+    )
 }
 
-fn estimates(summary: &Summary, rows: &[ScanRow]) -> Column {
-    Column::Float(
-        summary
-            .rows
-            .iter()
-            .map(|s| {
-                rows.iter()
-                    .find(|r| same_network(s, r))
-                    .and_then(|r| r.estimated_attack_success)
-            })
-            .collect(),
-    )
+/// Per summary row, the scan's estimated residual attack success of that network, if any.
+pub fn estimates(summary: &Summary, rows: &[ScanRow]) -> Vec<Option<f64>> {
+    summary
+        .rows
+        .iter()
+        .map(|s| {
+            rows.iter()
+                .find(|r| same_network(s, r))
+                .and_then(|r| r.estimated_attack_success)
+        })
+        .collect()
 }
 
 /// Writes `scan.csv` and the trigger images into `out_dir`; returns the files.
