@@ -1,6 +1,6 @@
 # fineprune: `make all` runs the whole fine-pruning defense, `make test` the test suite.
 # Each stage is one binary over files on disk; make re-runs a stage only when its inputs, its
-# own table in $(CONFIG) or its binary changed. Use CONFIG=other.toml for a side-by-side run.
+# own table in $(CONFIG) or its binary's content changed. Use CONFIG=other.toml for a side-by-side run.
 
 SHELL := /bin/bash
 CONFIG ?= pipeline.toml
@@ -35,11 +35,23 @@ $(SETUP):
 	fi
 	@mkdir -p $(dir $@) && touch $@
 
-# Every binary is stamped after a build, so none looks older than the sources (cargo leaves
-# a binary untouched when its own code did not change) and `make -q` agrees with make.
-$(BINS) &: $(SOURCES) | $(SETUP)
+# The build is an included makefile's recipe (see below): make builds before it reads the
+# stage rules and then restarts. Each built binary's SHA-256 goes to $(CODE)/<name>, rewritten
+# only when the binary's bytes changed, and the stage rules depend on those stamps rather than
+# on the binaries' times: an edit re-runs only the stages whose binary it changed (cargo
+# relinks every binary above a crate it rebuilds; most come out byte for byte the same). The
+# binaries are touched last, so none looks older than the sources and `make -q` agrees.
+CODE := target/make/code
+BUILD := target/make/build.mk
+$(BUILD): $(SOURCES) | $(SETUP)
 	$(CARGO) build --release --locked --bins
+	@mkdir -p $(CODE) && for b in $(STAGES); do \
+	  h=$$(sha256sum < target/release/$$b | cut -c1-64); \
+	  [ "$$(cat $(CODE)/$$b 2>/dev/null)" = "$$h" ] || echo "$$h" > $(CODE)/$$b; \
+	done
+	@echo '# the binaries were built; their content stamps are under $(CODE)' > $@
 	@touch $(BINS)
+$(BINS): $(BUILD) ;
 
 # --- configuration: checked, stamped and linked at the start of every run ------------------
 # `pipeline make-vars` (milliseconds) checks $(CONFIG), rewrites the stamps of the tables and
@@ -52,6 +64,11 @@ CONFIG_ID = $(shell realpath -m -- '$(CONFIG)' | sha256sum | cut -c1-16)
 VARS = target/make/$(CONFIG_ID).mk
 MAKE_VARS = $(BIN)/pipeline make-vars --config '$(CONFIG)' --out $(VARS)
 ifneq ($(filter $(PIPELINE_GOALS),$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
+# A content stamp gone (target/make removed by hand) rebuilds them all.
+ifneq ($(filter-out $(wildcard $(CODE)/*),$(addprefix $(CODE)/,$(STAGES))),)
+$(shell rm -f $(BUILD))
+endif
+include $(BUILD)
 CONFIG_ID := $(CONFIG_ID)
 ifneq ($(wildcard $(BIN)/pipeline),)
 MAKE_VARS_ERROR := $(shell mkdir -p target/make; err=$$(RUST_LOG=error $(MAKE_VARS) 2>&1 >/dev/null) || echo "$$err" | tail -1)
@@ -81,7 +98,7 @@ RUN = --config '$(CONFIG)'
 
 ifeq ($(DATA_MODE),synth)
 # synth writes the inputs (the links point at them).
-$(INPUTS) &: $(S)/synth.json $(S)/model.json $(BIN)/synth
+$(INPUTS) &: $(S)/synth.json $(S)/model.json $(CODE)/synth
 	@echo "*** No data for $(CONFIG): using the built-in SYNTHETIC benchmark ***"
 	$(BIN)/synth $(RUN)
 INGEST_INPUTS = $(INPUTS)
@@ -90,25 +107,25 @@ else
 INGEST_INPUTS = $(INPUT_STAMPS)
 endif
 
-$(INGEST): $(INGEST_INPUTS) $(S)/data.json $(S)/model.json $(BIN)/ingest
+$(INGEST): $(INGEST_INPUTS) $(S)/data.json $(S)/model.json $(CODE)/ingest
 	$(BIN)/ingest $(RUN)
 
-$(PROFILE): $(INGEST) $(S)/profile.json $(BIN)/profile
+$(PROFILE): $(INGEST) $(S)/profile.json $(CODE)/profile
 	$(BIN)/profile $(RUN)
 
-$(PRUNE): $(PROFILE) $(S)/prune.json $(BIN)/prune
+$(PRUNE): $(PROFILE) $(S)/prune.json $(CODE)/prune
 	$(BIN)/prune $(RUN)
 
-$(FINETUNE): $(PRUNE) $(S)/finetune.json $(BIN)/finetune
+$(FINETUNE): $(PRUNE) $(S)/finetune.json $(CODE)/finetune
 	$(BIN)/finetune $(RUN)
 
-$(SCAN): $(PRUNE) $(FINETUNE) $(S)/scan.json $(BIN)/scan
+$(SCAN): $(PRUNE) $(FINETUNE) $(S)/scan.json $(CODE)/scan
 	$(BIN)/scan $(RUN)
 
-$(EVALUATE): $(PRUNE) $(FINETUNE) $(S)/evaluate.json $(BIN)/evaluate
+$(EVALUATE): $(PRUNE) $(FINETUNE) $(S)/evaluate.json $(CODE)/evaluate
 	$(BIN)/evaluate $(RUN)
 
-$(REPORT): $(SCAN) $(EVALUATE) $(S)/work.json $(BIN)/report
+$(REPORT): $(SCAN) $(EVALUATE) $(S)/work.json $(CODE)/report
 	$(BIN)/report $(RUN)
 
 synth: $(if $(filter synth,$(DATA_MODE)),$(INPUTS))
@@ -144,22 +161,22 @@ $(SNAKEMAKE):
 	  || { rm -rf $(SNAKEMAKE_ENV); echo "error: could not install $(SNAKEMAKE_PACKAGES) from the package index" >&2; exit 1; }
 
 ZOO_ID = $(shell realpath -m -- '$(ZOO)' | sha256sum | cut -c1-16)
-zoo: $(BINS) $(SNAKEMAKE)
+zoo: $(BUILD) $(SNAKEMAKE)
 	@mkdir -p target/zoo '$(ZOO_REPORTS)'
 	$(BIN)/pipeline zoo-plan --zoo '$(ZOO)' --out target/zoo/$(ZOO_ID).json
 	-$(SNAKEMAKE) --snakefile workflow/Snakefile --profile $(ZOO_PROFILE) \
-	  --config plan=target/zoo/$(ZOO_ID).json logs="$$(realpath -m -- '$(ZOO_REPORTS)')/logs" bin="$$(realpath $(BIN))" threads=$(ZOO_THREADS)
+	  --config plan=target/zoo/$(ZOO_ID).json logs="$$(realpath -m -- '$(ZOO_REPORTS)')/logs" bin="$$(realpath $(BIN))" code="$$(realpath $(CODE))" threads=$(ZOO_THREADS)
 	$(BIN)/pipeline zoo-report --plan target/zoo/$(ZOO_ID).json --logs '$(ZOO_REPORTS)/logs' --output-dir '$(ZOO_REPORTS)' --threads $(ZOO_THREADS)
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
-test: $(BINS)
+test: $(BUILD)
 	$(CARGO) test --release --locked --workspace
 	bash tests/make_incremental.sh
 	bash tests/make_kill.sh
 	bash tests/python.sh
 	bash tests/zoo.sh
 
-bench: $(BINS)
+bench: $(BUILD)
 	$(BIN)/bench
 
 # Removes what the pipeline wrote for $(CONFIG) (stage files, report files, make's links),

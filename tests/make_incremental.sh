@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # make's caching, end to end: a tiny built-in synthetic benchmark from nothing, a second run
-# that does nothing, a threshold change that re-runs only prune and what follows, and a stage
-# killed half-way that leaves nothing make would take as done.
+# that does nothing, code edits that re-run only the stages whose binary changed, a threshold
+# change that re-runs only prune and what follows, and a stage killed half-way that leaves
+# nothing make would take as done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
 source tests/tiny.sh
-trap 'forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml" "$dir/user/p.toml"; rm -rf "$dir"' EXIT
+# Sources this test edits, restored whatever happens.
+edited=(crates/reports/src/lib.rs crates/reports/src/text.rs)
+for f in "${edited[@]}"; do cp -p "$f" "$dir/$(basename "$f").orig"; done
+# A fresh time on what changed back, so cargo rebuilds from it.
+restore() { for f in "${edited[@]}"; do cmp -s "$dir/$(basename "$f").orig" "$f" || cp "$dir/$(basename "$f").orig" "$f"; done; }
+trap 'restore; forget "$dir/tiny.toml" "$dir/other.toml" "$dir/a folder/with spaces é/tiny.toml" "$dir/bad.toml" "$dir/user/p.toml"; rm -rf "$dir"' EXIT
 config="$dir/tiny.toml"
 tiny_config "$config"
 
@@ -25,6 +31,20 @@ done
 [ "$(wc -l < "$dir/reports/performance.csv")" = 62 ] || fail "performance.csv should have 61 rows"
 
 [ -z "$(planned)" ] || fail "a second run would re-run: $(planned)"
+
+# Code edits (make builds first): a comment that leaves every binary as it was re-runs nothing;
+# a change to the report crate's code re-runs report alone, although cargo relinks other
+# binaries above that crate; undoing it re-runs report again.
+sed -i '1i // A comment line that changes no code.' crates/reports/src/text.rs
+[ -z "$(planned)" ] || fail "after a comment-only edit make plans: $(planned)"
+sed -i 's/"Pruning conv_3: clean accuracy and attack success"/"Pruning conv_3: clean accuracy and attack success (edited)"/' crates/reports/src/lib.rs
+grep -q '(edited)' crates/reports/src/lib.rs || fail "the plot title to edit is gone from crates/reports/src/lib.rs"
+[ "$(planned)" = "report" ] || fail "after an edit to the report crate make plans: $(planned)"
+make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the report edit"
+restore
+[ "$(planned)" = "report" ] || fail "after undoing the report edit make plans: $(planned)"
+make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after undoing the report edit"
+[ -z "$(planned)" ] || fail "after the code edits make would still run: $(planned)"
 
 sed -i 's/thresholds = \[2, 4, 10\]/thresholds = [3, 6]/' "$config"
 [ "$(planned)" = "prune finetune scan evaluate report" ] || fail "after a threshold change make plans: $(planned)"

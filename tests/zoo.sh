@@ -61,7 +61,7 @@ grep -q '^broken,failed,ingest: error: .*/broken/.*not an HDF5 file' "$csv" || f
 # A second run: the engine finds nothing to do for the good networks.
 smk=target/snakemake/bin/snakemake
 plan=$(ls -t target/zoo/*.json | head -1)
-dry=$("$smk" --snakefile workflow/Snakefile -n --config plan="$plan" logs="$dir/reports/logs" bin="$PWD/target/release" 2>&1)
+dry=$("$smk" --snakefile workflow/Snakefile -n --config plan="$plan" logs="$dir/reports/logs" bin="$PWD/target/release" code="$PWD/target/make/code" 2>&1)
 ! grep -Eq "\b[a-z]+_(a|b|lab|csaw2020)\b" <<<"$dry" || { echo "$dry" | tail -8; fail "a second run would run jobs of good networks"; }
 grep -q "ingest_broken" <<<"$dry" || fail "the broken network is not retried"
 t0=$(date +%s)
