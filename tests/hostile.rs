@@ -452,6 +452,29 @@ fn settings_outside_their_ranges_are_usage_errors() {
 }
 
 #[test]
+fn a_pruned_network_that_is_not_b_pruned_is_not_fine_tuned() {
+    use formats::ModelFile;
+    let dir = copy_of_run("");
+    let d = dir.path();
+    // B's record and zeros where the channels were, but fc_1 scaled: another network.
+    let pruned = d
+        .join("work/prune")
+        .join(formats::paths::pruned_model_file(2.0));
+    let mut w = model::DeepIdWeights::load(&pruned).unwrap();
+    assert!(w.provenance.pruned.is_some());
+    w.layers
+        .fc_1
+        .weight
+        .data
+        .iter_mut()
+        .for_each(|v| *v *= 1.01);
+    w.save(&pruned).unwrap();
+    let before = snapshot(d);
+    let o = run("finetune", &["--config", s(&d.join("pipeline.toml"))]);
+    assert_refused(d, &before, &o, 1, &[s(&pruned), "fc_1", "re-run prune"]);
+}
+
+#[test]
 fn diverging_training_fails_and_writes_no_network() {
     let dir = copy_of_run("");
     let d = dir.path();

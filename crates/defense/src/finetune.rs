@@ -4,7 +4,7 @@
 //! network B with the same recipe, for the comparison the paper makes.
 
 use crate::config::FinetuneConfig;
-use crate::models::load_derived;
+use crate::models::load_pruned;
 use crate::profile::check_same_model;
 use crate::sweep::PruneSweep;
 use formats::paths::{self, label};
@@ -171,7 +171,7 @@ pub fn run(
     for job in &jobs {
         let name = job.name();
         let mut start = match job.channels_pruned {
-            Some(k) => load_derived(&job.source, &backdoored, &sweep.order[..k], "re-run prune")?,
+            Some(k) => load_pruned(&job.source, &backdoored, &sweep.order[..k], "re-run prune")?,
             None => backdoored.clone(),
         };
         let channels = start.pruned_channels().to_vec();

@@ -5,7 +5,7 @@
 use crate::sweep::PruneSweep;
 use formats::{paths, Error, ModelFile, Result};
 use model::weights::Pruned;
-use model::DeepIdWeights;
+use model::{DeepIdWeights, LayerName};
 use std::path::Path;
 
 /// Loads a network derived from `backdoored` with `channels` pruned (none: fine-tuned only).
@@ -41,6 +41,33 @@ pub fn load_derived(
         )));
     }
     Ok(w)
+}
+
+/// Loads the pruned network B' of `channels`: [`load_derived`]'s checks, and every weight
+/// exactly `backdoored`'s with those channels zeroed (a network from elsewhere, carrying B's
+/// record and zeros where the channels were, is refused).
+pub fn load_pruned(
+    path: &Path,
+    backdoored: &DeepIdWeights,
+    channels: &[usize],
+    remedy: &str,
+) -> Result<DeepIdWeights> {
+    let w = load_derived(path, backdoored, channels, remedy)?;
+    let mut expected = backdoored.clone();
+    expected.prune_conv3(channels);
+    match LayerName::ALL
+        .into_iter()
+        .find(|&l| w.layers.get(l) != expected.layers.get(l))
+    {
+        Some(layer) => Err(Error::invalid(
+            path,
+            format!(
+                "its {} weights are not the backdoored model's with the sweep's channels pruned; {remedy}",
+                layer.as_str()
+            ),
+        )),
+        None => Ok(w),
+    }
 }
 
 /// Why a network recording `pruned` was not made from `backdoored`, if it was not.
