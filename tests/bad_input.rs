@@ -412,7 +412,8 @@ fn config_errors() {
     expect_config_error(
         "[finetune]\nreinit = [\"fc_3\"]\n",
         "finetune",
-        &["finetune.reinit", "fc_3"],
+        // The table, the line, the misspelt name and the layers there are.
+        &["[finetune]", "line 11", "fc_3", "fc_1", "output"],
     );
     expect_config_error(
         "[finetune]\ntrain_from = \"output\"\n",

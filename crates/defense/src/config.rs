@@ -28,7 +28,7 @@ pub struct ProfileConfig {
     pub statistic: Statistic,
     /// The lowest layer unlearned: `conv_3` freezes conv_1 and conv_2, `conv_1` unlearns
     /// every layer.
-    pub unlearn_from: String,
+    pub unlearn_from: LayerName,
     pub unlearn_learning_rate: f64,
     pub unlearn_weight_decay: f64,
     /// Unlearning stops at the first batch on which accuracy (percent) is below this.
@@ -47,7 +47,7 @@ impl Default for ProfileConfig {
     fn default() -> Self {
         Self {
             statistic: Statistic::Pool3Mean,
-            unlearn_from: "conv_3".into(),
+            unlearn_from: LayerName::Conv3,
             unlearn_learning_rate: 0.01,
             unlearn_weight_decay: 5e-4,
             unlearn_accuracy: 20.0,
@@ -66,7 +66,7 @@ impl ProfileConfig {
     /// RNP's settings as this table gives them (checked names).
     pub fn rnp(&self) -> rnp::Settings {
         rnp::Settings {
-            unlearn_from: LayerName::parse(&self.unlearn_from).unwrap_or(LayerName::Conv3),
+            unlearn_from: self.unlearn_from,
             unlearn_learning_rate: self.unlearn_learning_rate,
             unlearn_weight_decay: self.unlearn_weight_decay,
             unlearn_accuracy: self.unlearn_accuracy,
@@ -245,12 +245,12 @@ pub struct FinetuneConfig {
     /// Layers drawn afresh before fine-tuning (Glorot uniform, zero bias; the output layer's
     /// draws scaled down, [`model::train::reinitialise`]); `["output"]` is the
     /// re-initialisation of feature-shift tuning.
-    pub reinit: Vec<String>,
+    pub reinit: Vec<LayerName>,
     /// Feature-shift tuning's penalty weight alpha (0 = off): the re-initialised output layer
     /// is pushed away from B's and held at its norm ([`model::train::FeatureShift`]).
     pub feature_shift: f64,
     /// The lowest layer trained; the layers below it stay as they are.
-    pub train_from: String,
+    pub train_from: LayerName,
     /// Share of the validation data held out to watch (and with `select = "best"`, choose)
     /// the network; 0 trains on all of it.
     pub holdout: f64,
@@ -271,9 +271,9 @@ impl Default for FinetuneConfig {
             warmup: 0.0,
             momentum: 0.9,
             weight_decay: 0.0,
-            reinit: vec!["output".into()],
+            reinit: vec![LayerName::Output],
             feature_shift: 0.0,
-            train_from: "conv_3".into(),
+            train_from: LayerName::Conv3,
             holdout: 0.1,
             select: Select::Last,
             unpruned: true,
@@ -294,14 +294,6 @@ pub const MAX_DECAY: f64 = 1.0;
 pub const MAX_HOLDOUT: f64 = 0.5;
 
 impl FinetuneConfig {
-    /// The layers to draw afresh before training (checked names).
-    pub fn reinit_layers(&self) -> Vec<LayerName> {
-        self.reinit
-            .iter()
-            .filter_map(|l| LayerName::parse(l))
-            .collect()
-    }
-
     /// The fewest validation images fine-tuning can use: one to train on, plus one held out
     /// when `holdout` > 0.
     pub fn min_valid_images(&self) -> usize {
@@ -323,7 +315,7 @@ impl FinetuneConfig {
             warmup: self.warmup,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            train_from: LayerName::parse(&self.train_from).unwrap_or(LayerName::Conv1),
+            train_from: self.train_from,
             select: self.select,
             seed: self.seed,
             feature_shift: None,
@@ -335,12 +327,9 @@ impl Table for ProfileConfig {
     const NAME: &'static str = "profile";
 
     fn check(&self) -> Result<(), String> {
-        if LayerName::parse(&self.unlearn_from)
-            .and_then(LayerName::conv)
-            .is_none()
-        {
+        if self.unlearn_from.conv().is_none() {
             return Err(format!(
-                "profile.unlearn_from must be conv_1, conv_2, conv_3 or conv_4, got {:?}",
+                "profile.unlearn_from must be conv_1, conv_2, conv_3 or conv_4, got {}",
                 self.unlearn_from
             ));
         }
@@ -427,30 +416,20 @@ impl Table for FinetuneConfig {
                 return Err(format!("finetune.{key} must be in [0, {top}), got {v}"));
             }
         }
-        let names: Vec<&str> = LayerName::ALL.iter().map(|l| l.as_str()).collect();
-        if let Some(bad) = self.reinit.iter().find(|l| LayerName::parse(l).is_none()) {
-            return Err(format!(
-                "finetune.reinit: unknown layer {bad:?} (layers: {})",
-                names.join(", ")
-            ));
-        }
         if !(self.feature_shift.is_finite() && (0.0..=1e3).contains(&self.feature_shift)) {
             return Err(format!(
                 "finetune.feature_shift must be in [0, 1000], got {}",
                 self.feature_shift
             ));
         }
-        if self.feature_shift > 0.0 && !self.reinit.iter().any(|l| l == "output") {
+        if self.feature_shift > 0.0 && !self.reinit.contains(&LayerName::Output) {
             return Err(
                 "finetune.feature_shift pushes a re-initialised output layer away from B's: add \"output\" to finetune.reinit".into(),
             );
         }
-        if LayerName::parse(&self.train_from)
-            .and_then(LayerName::conv)
-            .is_none()
-        {
+        if self.train_from.conv().is_none() {
             return Err(format!(
-                "finetune.train_from must be conv_1, conv_2, conv_3 or conv_4, got {:?}",
+                "finetune.train_from must be conv_1, conv_2, conv_3 or conv_4, got {}",
                 self.train_from
             ));
         }

@@ -175,7 +175,7 @@ pub fn run(
             None => backdoored.clone(),
         };
         let channels = start.pruned_channels().to_vec();
-        train::reinitialise(&mut start, &ft.reinit_layers(), ft.seed);
+        train::reinitialise(&mut start, &ft.reinit, ft.seed);
         let batch = ft.batch_size.min(train_set.len());
         progress.start(&name, (ft.steps * batch) as u64);
         let mut log = |c: &Checkpoint| {

@@ -74,15 +74,25 @@ pub const POOL3_LEN: usize = POOL3_POSITIONS * CONV3_CHANNELS;
 /// conv_4 values per image, NHWC order.
 pub const CONV4_LEN: usize = CONV_4_HW.0 * CONV_4_HW.1 * CONV_4.outputs;
 
-/// The layers that carry weights, in forward order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The layers that carry weights, in forward order; in settings by their Keras names, a
+/// misspelt one an error.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum LayerName {
+    #[serde(rename = "conv_1")]
     Conv1,
+    #[serde(rename = "conv_2")]
     Conv2,
+    #[serde(rename = "conv_3")]
     Conv3,
+    #[serde(rename = "conv_4")]
     Conv4,
+    #[serde(rename = "fc_1")]
     Fc1,
+    #[serde(rename = "fc_2")]
     Fc2,
+    #[serde(rename = "output")]
     Output,
 }
 
