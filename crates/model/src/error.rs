@@ -1,5 +1,5 @@
-//! The model's errors: a network that does not have DeepID's shape, or a tensor computation
-//! that failed.
+//! The model's errors: a network that does not have DeepID's shape, settings that cannot be
+//! carried out, training that diverged.
 
 use std::path::PathBuf;
 
@@ -20,8 +20,6 @@ pub enum Error {
         what: &'static str,
         learning_rate: f64,
     },
-    #[error("tensor computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
 }
 
 impl Error {

@@ -1,18 +1,21 @@
 //! The DeepID face network: its geometry ([`geometry`]), weights and provenance ([`weights`]),
 //! the two memory layouts ([`layout`]), inference on plain buffers ([`network`], [`trunk`],
-//! [`head`]), training ([`backprop`], [`train`]), RNP's channel masks ([`rnp`]) and the candle
-//! graph ([`graph`]) that checks the hand-written gradients.
+//! [`head`]), training ([`backprop`], [`train`]), RNP's channel masks ([`rnp`]), trigger
+//! inversion ([`cleanse`]) and, with the `oracle` feature (tests only), the candle graph
+//! (`graph`, `ops`) that checks the hand-written engine.
 
 pub mod backprop;
 pub mod cleanse;
 pub mod error;
 pub mod geometry;
+#[cfg(feature = "oracle")]
 pub mod graph;
 pub mod head;
 pub mod layout;
 pub mod linalg;
 pub mod metrics;
 pub mod network;
+#[cfg(feature = "oracle")]
 pub mod ops;
 pub mod progress;
 pub mod rnp;

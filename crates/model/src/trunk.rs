@@ -1,7 +1,7 @@
 //! Inference from pixels to pool_3 on plain buffers, for every stage that only reads a
 //! network. Each core takes an image through all three convolutions, so its patch matrices
 //! and activations stay in the core's cache, and multiplies single-threaded; rayon spreads
-//! the images over the cores. This avoids what the candle graph in [`crate::graph`]
+//! the images over the cores. This avoids what the candle graph (`graph`, the tests' oracle)
 //! pays per layer (fresh zeroed outputs, a thread hand-off per product, separate passes for
 //! bias, ReLU and pooling), which training needs for its gradients. Both are checked against
 //! Keras (`tests/keras_reference.rs`).
