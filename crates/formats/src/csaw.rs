@@ -125,10 +125,6 @@ impl CsawFile {
         &self.path
     }
 
-    pub fn has_labels(&self) -> bool {
-        self.label.is_some()
-    }
-
     pub fn has_true_labels(&self) -> bool {
         self.true_label.is_some()
     }

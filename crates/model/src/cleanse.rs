@@ -326,8 +326,10 @@ pub const LEVELS: [f32; 5] = [1.0, 2.0, 4.0, 8.0, 16.0];
 /// position of every image, to [`LEVELS`] times its largest activation on `images` (a channel
 /// silent on them, as a backdoor's often is, to the layer's largest), and the head classifies
 /// the result. A backdoor lives in a few channels that, raised, send every image to its target
-/// whatever the image. Per label: the largest percent of the images of other labels that one
-/// stimulated channel sent there. Costs one trunk pass and `channels x levels` head passes.
+/// whatever the image, and already at low levels, where a natural label needs the highest.
+/// Per label: over the channels, the largest mean over the levels of the percent of the images
+/// of other labels the raised channel sent there. Costs one trunk pass and `channels x levels`
+/// head passes.
 pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f64> {
     let n = labels.len();
     let mut pool_3 = vec![0f32; n * POOL3_LEN];
@@ -345,6 +347,7 @@ pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f
     for &y in labels {
         own[y as usize] += 1;
     }
+    // One row per (channel, level), channel by channel.
     let shares: Vec<Vec<f64>> = (0..CONV3_CHANNELS)
         .into_par_iter()
         .flat_map_iter(|c| LEVELS.iter().map(move |&level| (c, level)))
@@ -367,8 +370,14 @@ pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f
                 .collect()
         })
         .collect();
+    let levels = LEVELS.len() as f64;
     (0..classes)
-        .map(|l| shares.iter().map(|s| s[l]).fold(0.0, f64::max))
+        .map(|l| {
+            shares
+                .chunks(LEVELS.len())
+                .map(|channel| channel.iter().map(|s| s[l]).sum::<f64>() / levels)
+                .fold(0.0, f64::max)
+        })
         .collect()
 }
 
