@@ -180,7 +180,7 @@ impl Table for ScanConfig {
         ] {
             check_count(key, v, max)?;
         }
-        // The baseline's median absolute deviation needs two values at least.
+        // The baseline's spread needs two values at least.
         if !(2..=MAX_CLASSES).contains(&self.reference) {
             return Err(format!(
                 "scan.reference must be in 2..={MAX_CLASSES}, got {}",

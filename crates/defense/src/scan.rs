@@ -10,8 +10,8 @@
 //! turn ([`cleanse::stimulate`]); the `candidates` labels that single channels send the most
 //! images to get a full inversion, with `reference` labels drawn at random as the baseline. A
 //! backdoor spread over many channels, none of which alone sends images to its target, can be
-//! missed. The anomaly index is the deviation of ln(mask L1) below the reference labels',
-//! corrected for the number of labels the top one was chosen from.
+//! missed. The anomaly index is the deviation of ln(mask L1) below the reference labels'
+//! median, in their standard deviations, corrected for the number of labels the top one was chosen from.
 
 use crate::config::ScanConfig;
 use crate::models::finetuned;
@@ -63,7 +63,7 @@ struct Full {
     kept: Vec<Trigger>,
     works: bool,
     mask_l1: f64,
-    /// Consistent median absolute deviations of ln(mask L1) below the reference labels'.
+    /// Standard deviations of ln(mask L1) below the reference labels' median.
     deviation: f64,
     anomaly_index: f64,
     /// The trigger's success on held-out clean images of other labels, percent.

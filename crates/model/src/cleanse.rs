@@ -381,29 +381,36 @@ pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f
         .collect()
 }
 
-/// How many consistent median absolute deviations each norm's logarithm lies *below* the
-/// median of the `baseline` norms' logarithms (negative above it). Mask norms spread over
-/// orders of magnitude, a backdoor's far below the rest; on a log scale a clean network's
-/// labels spread about symmetrically, which the index below relies on. 0 for all when the
-/// baseline has no spread.
+/// How many standard deviations each norm's logarithm lies *below* the median of the
+/// `baseline` norms' logarithms (negative above it). Mask norms spread over orders of
+/// magnitude, a backdoor's far below the rest, so they are compared on a log scale. The
+/// baseline is a handful of labels drawn at random, none of them a suspect: its sample
+/// standard deviation is a steadier scale than Neural Cleanse's median absolute deviation,
+/// which on 14 labels can come out at a third of the spread and make a natural outlier look
+/// like a backdoor. 0 for all when the baseline has no spread.
 pub fn deviations(norms: &[f64], baseline: &[f64]) -> Vec<f64> {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
-    if baseline.is_empty() {
+    if baseline.len() < 2 {
         return vec![0.0; norms.len()];
     }
-    let m = median(baseline.iter().map(|v| v.ln()).collect());
-    let mad = 1.4826 * median(baseline.iter().map(|v| (v.ln() - m).abs()).collect());
+    let mut logs: Vec<f64> = baseline.iter().map(|v| v.ln()).collect();
+    logs.sort_by(f64::total_cmp);
+    let n = logs.len();
+    let median = if n % 2 == 1 {
+        logs[n / 2]
+    } else {
+        (logs[n / 2 - 1] + logs[n / 2]) / 2.0
+    };
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let sd = (logs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
     norms
         .iter()
-        .map(|v| if mad > 0.0 { (m - v.ln()) / mad } else { 0.0 })
+        .map(|v| {
+            if sd > 0.0 {
+                (median - v.ln()) / sd
+            } else {
+                0.0
+            }
+        })
         .collect()
 }
 

@@ -181,19 +181,16 @@ fn a_trigger_is_found_deterministically_and_the_anomaly_index_marks_the_outlier(
         "the trigger does not help: {before} -> {after}"
     );
 
-    // ln: 1..6 and an outlier at -10; median 3, absolute deviations' median 2.
-    let norms: Vec<f64> = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -10.0]
-        .iter()
-        .map(|v: &f64| v.exp())
-        .collect();
-    let z = deviations(&norms, &norms);
-    let mad = 1.4826 * 2.0;
-    for (got, want) in z.iter().zip([2.0, 1.0, 0.0, -1.0, -2.0, -3.0, 13.0]) {
-        assert!((got - want / mad).abs() < 1e-9, "{z:?}");
+    // Baseline logs 1..6: median 3.5, sample standard deviation sqrt(17.5 / 5).
+    let baseline: Vec<f64> = (1..=6).map(|v| (v as f64).exp()).collect();
+    let sd = (17.5f64 / 5.0).sqrt();
+    let z = deviations(&[(-10f64).exp(), 3.5f64.exp(), 6f64.exp()], &baseline);
+    for (got, want) in z.iter().zip([13.5 / sd, 0.0, -2.5 / sd]) {
+        assert!((got - want).abs() < 1e-9, "{z:?}");
     }
-    // Against another baseline: its median and spread.
-    let z = deviations(&[1.0], &[10f64.exp(), 12f64.exp(), 14f64.exp()]);
-    assert!((z[0] - 12.0 / (1.4826 * 2.0)).abs() < 1e-9, "{z:?}");
+    // No spread, or fewer than two baseline values: no deviation.
+    assert_eq!(deviations(&[1.0], &[5.0, 5.0]), [0.0]);
+    assert_eq!(deviations(&[1.0], &[5.0]), [0.0]);
     // Šidák: 3 deviations as the largest of one label is 3; of 100, p = 1 - (1 - 0.00135)^100
     // = 0.1264, the one-label deviation 1.143; as likely as not: 0.
     assert!((anomaly_index(3.0, 1) - 3.0).abs() < 1e-9);
