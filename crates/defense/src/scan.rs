@@ -11,7 +11,8 @@
 //! images to get a full inversion, with `reference` labels drawn at random as the baseline. A
 //! backdoor spread over many channels, none of which alone sends images to its target, can be
 //! missed. The anomaly index is the deviation of ln(mask L1) below the reference labels'
-//! median, in their standard deviations, corrected for the number of labels the top one was chosen from.
+//! median, in their standard deviations, corrected for the number of labels the top one was
+//! chosen from.
 
 use crate::config::ScanConfig;
 use crate::models::finetuned;
@@ -49,8 +50,7 @@ pub struct ScanFiles {
 #[derive(Debug, Clone)]
 struct Label {
     label: u32,
-    /// The largest percent of fit images of other labels one stimulated pool_3 channel sent
-    /// here (none when every label is inverted).
+    /// The screen's score ([`cleanse::stimulate`]; none when every label is inverted).
     stimulated: Option<f64>,
     /// A full inversion's result, for the candidates and the reference labels.
     full: Option<Full>,
@@ -59,7 +59,7 @@ struct Label {
 #[derive(Debug, Clone)]
 struct Full {
     trigger: Trigger,
-    /// The inversion's last smallest working triggers ([`Inverted::kept`]).
+    /// The inversion's kept working triggers ([`Inverted::kept`]).
     kept: Vec<Trigger>,
     works: bool,
     mask_l1: f64,
@@ -246,8 +246,8 @@ fn scan_network(
 
 /// The trigger whose held-out success estimates the attack's: the smallest of the label's
 /// kept triggers that sends `success` percent of the fit images of other labels (of up to
-/// 1,024 fit images) to it; the largest kept when none does. The smallest working trigger alone worked on one
-/// batch and sends fewer held-out images than the attacker's trigger would.
+/// 1,024 fit images) to it; the largest kept when none does. The smallest working trigger
+/// alone worked on one batch and sends fewer held-out images than the attacker's would.
 fn confirmed(network: &Network, full: &Full, fit: &Examples, label: u32, success: f64) -> Trigger {
     let (images, labels) = spread(fit, 1024);
     full.kept

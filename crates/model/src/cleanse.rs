@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::statistics::{Data, Median, Statistics};
 
 /// How many working triggers an inversion keeps, each at most [`SPACING`] times the size of
 /// the one before.
@@ -347,37 +348,35 @@ pub fn stimulate(network: &Network, (images, labels): (&[f32], &[u32])) -> Vec<f
     for &y in labels {
         own[y as usize] += 1;
     }
-    // One row per (channel, level), channel by channel.
-    let shares: Vec<Vec<f64>> = (0..CONV3_CHANNELS)
+    // Per channel and label: the mean share over the levels.
+    let per_channel: Vec<Vec<f64>> = (0..CONV3_CHANNELS)
         .into_par_iter()
-        .flat_map_iter(|c| LEVELS.iter().map(move |&level| (c, level)))
-        .map(|(c, level)| {
+        .map(|c| {
             let base = if largest[c] > 0.0 { largest[c] } else { layer };
-            let mut raised = pool_3.clone();
-            for row in raised.chunks_mut(CONV3_CHANNELS) {
-                row[c] = level * base;
-            }
-            let mut sent = vec![0usize; classes];
-            for (&p, &y) in head.classify(&raised).iter().zip(labels) {
-                if p != y {
-                    sent[p as usize] += 1;
+            let mut mean = vec![0f64; classes];
+            for level in LEVELS {
+                let mut raised = pool_3.clone();
+                for row in raised.chunks_mut(CONV3_CHANNELS) {
+                    row[c] = level * base;
+                }
+                let mut sent = vec![0usize; classes];
+                for (&p, &y) in head.classify(&raised).iter().zip(labels) {
+                    if p != y {
+                        sent[p as usize] += 1;
+                    }
+                }
+                // Percent of the images not of that label.
+                for ((m, &k), &own) in mean.iter_mut().zip(&sent).zip(&own) {
+                    if k > 0 {
+                        *m += percent(k, n - own) / LEVELS.len() as f64;
+                    }
                 }
             }
-            // Percent of the images not of that label.
-            sent.iter()
-                .zip(&own)
-                .map(|(&k, &own)| if k > 0 { percent(k, n - own) } else { 0.0 })
-                .collect()
+            mean
         })
         .collect();
-    let levels = LEVELS.len() as f64;
     (0..classes)
-        .map(|l| {
-            shares
-                .chunks(LEVELS.len())
-                .map(|channel| channel.iter().map(|s| s[l]).sum::<f64>() / levels)
-                .fold(0.0, f64::max)
-        })
+        .map(|l| per_channel.iter().map(|m| m[l]).fold(0.0, f64::max))
         .collect()
 }
 
@@ -392,16 +391,9 @@ pub fn deviations(norms: &[f64], baseline: &[f64]) -> Vec<f64> {
     if baseline.len() < 2 {
         return vec![0.0; norms.len()];
     }
-    let mut logs: Vec<f64> = baseline.iter().map(|v| v.ln()).collect();
-    logs.sort_by(f64::total_cmp);
-    let n = logs.len();
-    let median = if n % 2 == 1 {
-        logs[n / 2]
-    } else {
-        (logs[n / 2 - 1] + logs[n / 2]) / 2.0
-    };
-    let mean = logs.iter().sum::<f64>() / n as f64;
-    let sd = (logs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let logs: Vec<f64> = baseline.iter().map(|v| v.ln()).collect();
+    let sd = logs.iter().std_dev();
+    let median = Data::new(logs).median();
     norms
         .iter()
         .map(|v| {
