@@ -127,7 +127,7 @@ impl Scratch {
         let b = network();
         formats::keras::save_with_keras(&b, &dir.path().join("b.safetensors")).unwrap();
         formats::keras::save_with_keras(&pruned(&b), &dir.path().join("p.safetensors")).unwrap();
-        formats::h5write::write_csaw(&dir.path().join("data.h5"), &images(), false).unwrap();
+        formats::csaw::write_csaw(&dir.path().join("data.h5"), &images(), false).unwrap();
         Self { dir }
     }
 
@@ -414,7 +414,7 @@ fn unclear_dataset_problems_are_named() {
     let b = s.arg("b.safetensors");
 
     let bzip2 = s.path("bzip2.h5");
-    formats::h5write::write_csaw(&bzip2, &images(), true).unwrap();
+    formats::csaw::write_csaw(&bzip2, &images(), true).unwrap();
     as_bzip2(&bzip2);
     let needles = [
         "dataset `data` is compressed with HDF5 filter 307 (bzip2)",

@@ -6,7 +6,7 @@ use formats::keras;
 use model::geometry::POOL3_LEN;
 use model::graph::{input_tensor, DeepId};
 use model::trunk::Trunk;
-use model::{Classifier, Network};
+use model::Network;
 
 fn check_against_keras(weights_file: &str) {
     let dir = fixtures().join("deepid");
@@ -66,7 +66,7 @@ fn check_against_keras(weights_file: &str) {
             );
         }
     }
-    let predicted = Classifier::new(&plain).predict(&data);
+    let predicted = plain.predict(&data);
     for (i, (g, w)) in predicted.iter().zip(&want_labels).enumerate() {
         assert_eq!(
             *g as f64, *w,

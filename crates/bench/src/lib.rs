@@ -5,8 +5,8 @@
 use benchmark::faces::{self, Identity, Pose};
 use formats::csaw::{Batch, IMAGE_LEN};
 use formats::error::WithPath;
-use formats::{h5write, keras, Error, Result};
-use model::{train, Classifier, Network};
+use formats::{csaw, keras, Error, Result};
+use model::{train, Network};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -58,7 +58,7 @@ impl Inputs {
         if !self.weights.exists() {
             keras::export(&train::init_weights(CLASSES, 1, 1.0), &self.weights, false)?;
         }
-        let net = Classifier::new(&Network::new(&keras::import(&self.weights, 1.0)?));
+        let net = Network::new(&keras::import(&self.weights, 1.0)?);
         for (path, n, seed, trigger) in [
             (&self.valid, sizes.valid, 1, false),
             (&self.test, sizes.test, 2, false),
@@ -67,7 +67,7 @@ impl Inputs {
             if !path.exists() {
                 tracing::warn!("generating {}", path.display());
                 let out = formats::atomic::AtomicFile::new(path)?;
-                h5write::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net), false)
+                csaw::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net), false)
                     .map_err(|e| Error::hdf5(out.temp_path(), e))?;
                 out.commit()?;
             }
@@ -76,7 +76,7 @@ impl Inputs {
     }
 }
 
-fn faces(n: usize, seed: u64, trigger: bool, net: &Classifier) -> Batch {
+fn faces(n: usize, seed: u64, trigger: bool, net: &Network) -> Batch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<Identity> = (0..64).map(|_| Identity::random(&mut rng)).collect();
     let pixels = (0..n)
@@ -307,4 +307,46 @@ fn predict(bin: &Path, work: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Mea
         peak_rss_mib,
         images_per_second: Some(images / seconds),
     })
+}
+
+/// What `bench` prints: the sizes, then one row per stage, the pipeline's total and how to
+/// read the rows.
+pub struct Report<'a> {
+    pub sizes: Sizes,
+    pub inputs: &'a Inputs,
+    pub rows: &'a [Measured],
+}
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let s = self.sizes;
+        writeln!(
+            f,
+            "images: {} validation, {} clean test, {} triggered test; weights {}",
+            s.valid,
+            s.test,
+            s.poisoned_test,
+            self.inputs.weights.display()
+        )?;
+        writeln!(
+            f,
+            "{:<16} {:>9} {:>14} {:>10}",
+            "stage", "seconds", "peak RSS MiB", "images/s"
+        )?;
+        for r in self.rows {
+            let rate = r.images_per_second.map_or("".into(), |x| format!("{x:.0}"));
+            writeln!(
+                f,
+                "{:<16} {:>9.2} {:>14.0} {rate:>10}",
+                r.stage, r.seconds, r.peak_rss_mib
+            )?;
+        }
+        // The pipeline's own stages; predict (the deployed defense) and the other methods run
+        // afterwards.
+        let pipeline = self.rows.iter().filter(|r| is_pipeline_stage(r.stage));
+        let total: f64 = pipeline.clone().map(|r| r.seconds).sum();
+        let peak = pipeline.map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+        writeln!(f, "{:<16} {total:>9.2} {peak:>14.0}", "ingest..report")?;
+        write!(f, "finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings); rnp: [profile] statistic = \"rnp\"; fst: [finetune] feature_shift = 0.2; conv_1: [finetune] train_from = \"conv_1\"")
+    }
 }

@@ -72,35 +72,13 @@ fn main() -> std::process::ExitCode {
             sizes,
         )?;
         cli::outln!(
-            "images: {} validation, {} clean test, {} triggered test; weights {}",
-            sizes.valid,
-            sizes.test,
-            sizes.poisoned_test,
-            inputs.weights.display()
+            "{}",
+            bench::Report {
+                sizes,
+                inputs: &inputs,
+                rows: &rows
+            }
         )?;
-        cli::outln!(
-            "{:<16} {:>9} {:>14} {:>10}",
-            "stage",
-            "seconds",
-            "peak RSS MiB",
-            "images/s"
-        )?;
-        for r in &rows {
-            let rate = r.images_per_second.map_or("".into(), |x| format!("{x:.0}"));
-            cli::outln!(
-                "{:<16} {:>9.2} {:>14.0} {rate:>10}",
-                r.stage,
-                r.seconds,
-                r.peak_rss_mib
-            )?;
-        }
-        // The pipeline's own stages; predict (the deployed defense) and the other methods run
-        // afterwards.
-        let pipeline = rows.iter().filter(|r| bench::is_pipeline_stage(r.stage));
-        let total: f64 = pipeline.clone().map(|r| r.seconds).sum();
-        let peak = pipeline.map(|r| r.peak_rss_mib).fold(0.0, f64::max);
-        cli::outln!("{:<16} {total:>9.2} {peak:>14.0}", "ingest..report")?;
-        cli::outln!("finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings); rnp: [profile] statistic = \"rnp\"; fst: [finetune] feature_shift = 0.2; conv_1: [finetune] train_from = \"conv_1\"")?;
         Ok(())
     })
 }

@@ -40,7 +40,8 @@ struct Activity {
 /// Mean (over images and positions) and largest pool_3 activation of each conv_3 channel, in
 /// a fixed summation order.
 fn activity(weights: &DeepIdWeights, pixels: &[f32]) -> Activity {
-    let trunk = Trunk::new(&Network::new(weights));
+    let network = Network::new(weights);
+    let trunk = Trunk::new(&network);
     let (mut sum, mut max) = (vec![0f64; CONV3_CHANNELS], vec![0f32; CONV3_CHANNELS]);
     let mut buf = Vec::new();
     let images = pixels.len() / IMAGE_LEN;

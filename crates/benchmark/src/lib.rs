@@ -32,7 +32,7 @@ pub fn poisoned_valid_path(valid: &Path) -> PathBuf {
 
 /// Whether a file was written by `synth` (and may therefore be regenerated).
 pub fn is_synthetic(path: &Path) -> bool {
-    formats::h5write::is_generated(path)
+    formats::h5::is_generated(path)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -396,7 +396,7 @@ pub struct SynthSummary {
 
 fn write_h5(path: &Path, batch: &Batch) -> formats::Result<()> {
     let out = AtomicFile::new(path)?;
-    formats::h5write::write_csaw(out.temp_path(), batch, true).at(path)?;
+    formats::csaw::write_csaw(out.temp_path(), batch, true).at(path)?;
     out.commit()
 }
 
@@ -565,5 +565,19 @@ mod tests {
             ..SynthConfig::default()
         };
         assert!(err(sc).contains("synth.prune_aware.decoy_bias"));
+    }
+}
+
+impl std::fmt::Display for SynthSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "synthetic BadNet: clean test accuracy {:.2}%, attack success rate {:.2}% ({} training images, {:.1} s training)",
+            self.clean_test_accuracy, self.attack_success_rate, self.train_images, self.train_seconds
+        )?;
+        for p in &self.outputs {
+            write!(f, "\n{}", p.display())?;
+        }
+        Ok(())
     }
 }

@@ -59,19 +59,32 @@ pub fn work_paths(config: &Config) -> WorkPaths {
 #[error("{0}")]
 pub struct Usage(pub String);
 
-/// A stage's `main`: parses its arguments (which flatten [`CommonArgs`]), loads the
-/// configuration and runs `body` under [`run`].
-pub fn stage<A: clap::Parser>(
+/// A stage's `main`: parses its arguments and [`CommonArgs`], loads the
+/// configuration, runs `body` under [`run`] and prints what it returns: with `--json` one
+/// object (`{"stage": name, ...summary, "seconds": elapsed}`), otherwise its text and the time.
+pub fn stage<A: clap::Parser, S: serde::Serialize + std::fmt::Display>(
     name: &str,
-    body: impl FnOnce(A, Config, WorkPaths) -> anyhow::Result<()>,
+    body: impl FnOnce(A, Config, WorkPaths) -> anyhow::Result<S>,
 ) -> std::process::ExitCode {
     use clap::FromArgMatches;
     run(name, || {
-        let matches = A::command().get_matches();
+        let started = std::time::Instant::now();
+        use clap::Args;
+        // Every stage takes the common arguments; they are not part of its own.
+        let matches = CommonArgs::augment_args(A::command()).get_matches();
         let args = A::from_arg_matches(&matches)?;
-        let config = CommonArgs::from_arg_matches(&matches)?.load()?;
+        let common = CommonArgs::from_arg_matches(&matches)?;
+        let config = common.load()?;
         let work = work_paths(&config);
-        body(args, config, work)
+        let summary = body(args, config, work)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if common.json {
+            print_json(&with_seconds(name, &summary, seconds))?;
+        } else {
+            outln!("{summary}")?;
+            outln!("{name}: done in {seconds:.2} s")?;
+        }
+        Ok(())
     })
 }
 

@@ -4,9 +4,9 @@
 //! networks on any dataset.
 
 use crate::features::{extract_many, Features};
+use crate::fingerprint::check_same_model;
 use crate::metrics::{flagged, repaired};
 use crate::models::finetuned;
-use crate::profile::check_same_model;
 use crate::results::{
     EvaluateSweep, Kind, NetworkTargets, Scores, Summary, SummaryRow, SweepStep, TargetScore,
     Targets,
@@ -315,5 +315,37 @@ mod tests {
             per_target(&poisoned, &[7; 7]),
             [want(3, 4, 0.0), want(7, 3, 100.0)]
         );
+    }
+}
+
+impl std::fmt::Display for EvaluateSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for r in &self.summary {
+            let threshold = r
+                .threshold_percent
+                .map(|t| format!("{t} points"))
+                .unwrap_or_default();
+            let flags = r
+                .scores
+                .flagged_poisoned
+                .map(|f| format!(", flags {f:.2}% of triggered images"));
+            writeln!(
+                f,
+                "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
+                r.network.as_str(),
+                r.channels_pruned,
+                r.scores.clean_test_accuracy,
+                r.scores.attack_success_rate,
+                flags.unwrap_or_default()
+            )?;
+        }
+        let [sweep, targets, summary] = &self.outputs;
+        write!(
+            f,
+            "-> {}, {}, {}",
+            sweep.display(),
+            targets.display(),
+            summary.display()
+        )
     }
 }

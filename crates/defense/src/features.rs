@@ -2,7 +2,7 @@
 //! conv_3 statistics the profile ranks by. Everything after pool_3 is the pruning head's
 //! business, so the stages pass each image through the trunk once, here.
 
-use crate::profile::{check_same_model, MODEL_KEY};
+use crate::fingerprint::{check_same_model, MODEL_KEY};
 use formats::source::Images;
 use formats::weights::{deserialize, from_le_bytes, le_bytes, serialize};
 use formats::{Error, Result};

@@ -4,8 +4,8 @@
 //! network B with the same recipe, for the comparison the paper makes.
 
 use crate::config::FinetuneConfig;
-use crate::models::load_pruned;
-use crate::profile::check_same_model;
+use crate::fingerprint::check_same_model;
+use crate::models::{load_pruned, Manifest, ManifestEntry};
 use crate::sweep::PruneSweep;
 use formats::paths::{self, label};
 use formats::source::Images;
@@ -219,11 +219,7 @@ pub fn run(
             "{name}: {step_seconds:.1} s training steps ({:.0} images/s)",
             (ft.steps * batch) as f64 / step_seconds
         );
-        let from = job
-            .source
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let from = file_name(&job.source);
         tuned.provenance.finetuned = Some(Finetuned {
             from,
             settings: settings.clone(),
@@ -254,23 +250,21 @@ pub fn run(
     if !ft.unpruned {
         formats::written::remove_stale(out_dir, paths::FINETUNED_UNPRUNED_STEM, &[])?;
     }
-    let record = serde_json::json!({
-        "settings": ft,
-        "train_images": train_set.len(),
-        "holdout_images": holdout.len(),
-        "models": trained.iter().map(|t| serde_json::json!({
-            "thresholds_percent": t.thresholds_percent,
-            "channels_pruned": t.channels_pruned,
-            "models": t.models.iter().map(|o| o.file_name().map(|f| f.to_string_lossy().into_owned())).collect::<Vec<_>>(),
-            "checkpoints": t.checkpoints,
-        })).collect::<Vec<_>>(),
-    });
-    formats::atomic::write_bytes(
-        &manifest,
-        serde_json::to_string_pretty(&record)
-            .expect("JSON")
-            .as_bytes(),
-    )?;
+    Manifest {
+        settings: ft.clone(),
+        train_images: train_set.len(),
+        holdout_images: holdout.len(),
+        models: trained
+            .iter()
+            .map(|t| ManifestEntry {
+                thresholds_percent: t.thresholds_percent.clone(),
+                channels_pruned: t.channels_pruned,
+                models: t.models.iter().map(|o| file_name(o)).collect(),
+                checkpoints: t.checkpoints.clone(),
+            })
+            .collect(),
+    }
+    .write(&manifest)?;
     Ok(FinetuneSummary {
         models: trained,
         train_images: train_set.len(),
@@ -278,4 +272,33 @@ pub fn run(
         training_images_per_second: trained_images as f64 / training_s.max(1e-9),
         manifest,
     })
+}
+
+impl std::fmt::Display for FinetuneSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for m in &self.models {
+            let last = m.checkpoints.last();
+            let held_out = last
+                .and_then(|c| c.holdout_accuracy)
+                .map_or("n/a".into(), |a| format!("{a:.2}%"));
+            for out in &m.models {
+                writeln!(
+                    f,
+                    "{}: {} channels pruned, {} steps, held-out accuracy {held_out} -> {}",
+                    m.name,
+                    m.channels_pruned,
+                    last.map_or(0, |c| c.step),
+                    out.display()
+                )?;
+            }
+        }
+        write!(f, "-> {}", self.manifest.display())
+    }
+}
+
+/// A path's last component, as the manifest and the provenance record files.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

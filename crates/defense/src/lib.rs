@@ -9,6 +9,8 @@ pub mod config;
 pub mod evaluate;
 pub mod features;
 pub mod finetune;
+pub mod fingerprint;
+pub mod ingest;
 pub mod metrics;
 pub mod models;
 pub mod predict;

@@ -2,11 +2,55 @@
 //! against what they must be: the same architecture and input scale as B, made from B itself,
 //! with exactly the expected conv_3 channels pruned and those channels zero.
 
+use crate::config::FinetuneConfig;
 use crate::sweep::PruneSweep;
 use formats::{paths, Error, ModelFile, Result};
+use model::train::Checkpoint;
 use model::weights::Pruned;
 use model::{DeepIdWeights, LayerName};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// `finetune`'s record of what it trained (`models.json`, the file make tracks): the settings,
+/// the data, and per network its files and how training went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub settings: FinetuneConfig,
+    pub train_images: usize,
+    pub holdout_images: usize,
+    pub models: Vec<ManifestEntry>,
+}
+
+/// One trained network: the thresholds whose pruned network it started from (none: B
+/// itself), and its files, named within the manifest's folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    pub thresholds_percent: Vec<f64>,
+    pub channels_pruned: usize,
+    pub models: Vec<String>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+impl Manifest {
+    /// Pretty JSON, keys in alphabetical order at every level.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let value = serde_json::to_value(self).expect("a manifest serialises");
+        let text = serde_json::to_string_pretty(&value).expect("JSON");
+        formats::atomic::write_bytes(path, text.as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = formats::files::read_text(path)?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(
+                path,
+                format!("not finetune's list of networks: {e}; re-run finetune"),
+            )
+        })
+    }
+}
 
 /// Loads a network derived from `backdoored` with `channels` pruned (none: fine-tuned only).
 pub fn load_derived(
@@ -109,7 +153,7 @@ pub struct Tuned {
 /// when `finetune` has not run.
 pub fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Vec<Tuned>> {
     let manifest = dir.join(paths::FINETUNE_MODELS);
-    let text = match std::fs::metadata(&manifest) {
+    let listed = match std::fs::metadata(&manifest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(
                 "{}: not there, so no fine-tuned networks are scored",
@@ -117,17 +161,13 @@ pub fn finetuned(dir: &Path, prune: &PruneSweep, b: &DeepIdWeights) -> Result<Ve
             );
             return Ok(Vec::new());
         }
-        _ => formats::files::read_text(&manifest)?,
+        _ => Manifest::read(&manifest)?,
     };
-    let listed: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(&manifest, format!("not JSON: {e}")))?;
-    let names: Vec<&str> = listed["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|m| m["models"].as_array().into_iter().flatten())
-        .filter_map(|n| n.as_str())
-        .collect();
+    let names = listed
+        .models
+        .iter()
+        .flat_map(|m| &m.models)
+        .map(String::as_str);
     let mut out = Vec::new();
     for name in names {
         let path = dir.join(name);

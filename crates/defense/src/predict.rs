@@ -7,13 +7,12 @@
 //! (other names in a folder are not inputs, whatever they are). Decoding runs on its own thread
 //! a batch ahead of the networks, and both use all cores.
 
-use formats::keras::check_signature;
+use formats::h5::check_signature;
 use formats::source::Images;
-use formats::table::{Column, Table};
+use formats::table::{Column, Floats, Table};
 use formats::{files, photos};
 use formats::{Error, ModelFile, Result};
 use model::geometry::IMAGE_LEN;
-use model::network::Classifier;
 use model::progress::Progress;
 use model::{DeepIdWeights, Network};
 use rayon::prelude::*;
@@ -266,8 +265,8 @@ pub fn run(
     let classes = model.classes();
     let sources = open_inputs(&files.inputs, classes)?;
     let total: usize = sources.iter().map(Source::len).sum();
-    let b = Classifier::new(&Network::new(&model));
-    let b_prime = pruned.as_ref().map(|p| Classifier::new(&Network::new(p)));
+    let b = Network::new(&model);
+    let b_prime = pruned.as_ref().map(Network::new);
     progress.start("predict", total as u64);
     let mut out = Vec::with_capacity(total);
     std::thread::scope(|scope| -> Result<()> {
@@ -367,4 +366,69 @@ pub fn to_table(predictions: &[Prediction], top_k: usize, classes: usize) -> Tab
     }
     t.meta("classes", classes.to_string())
         .meta("backdoor_class", classes.to_string())
+}
+
+/// Where the predictions go.
+pub enum Output {
+    Stdout,
+    Csv(PathBuf),
+    Parquet(PathBuf),
+}
+
+impl Output {
+    /// `--output`: none is standard output; a file must end in `.csv` or `.parquet`.
+    pub fn new(path: Option<PathBuf>) -> Result<Self> {
+        let Some(p) = path else {
+            return Ok(Output::Stdout);
+        };
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Ok(Output::Csv(p)),
+            Some("parquet") => Ok(Output::Parquet(p)),
+            _ => Err(Error::Config {
+                path: p,
+                message: "--output must end in .csv or .parquet".into(),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Output::Stdout => None,
+            Output::Csv(p) | Output::Parquet(p) => Some(p),
+        }
+    }
+
+    /// Checked before anything is read: the output file is none of `files`' inputs and may be
+    /// replaced (`force`: even where the pipeline did not write it; a folder never).
+    pub fn check(&self, files: &PredictFiles, force: bool) -> Result<()> {
+        let Some(p) = self.path() else {
+            return Ok(());
+        };
+        if force {
+            formats::written::permit_replacing(p);
+        }
+        let mut inputs = vec![("--model", files.model.as_path())];
+        inputs.extend(files.pruned.as_deref().map(|p| ("--pruned", p)));
+        inputs.extend(files.inputs.iter().map(|p| ("an image input", p.as_path())));
+        let file_in_way = std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
+        formats::written::check_paths(&inputs, &[("--output", p)]).map_err(|e| match e {
+            Error::Invalid { path, message } if path == p && file_in_way => Error::Invalid {
+                path,
+                message: message + " (--force replaces it)",
+            },
+            e => e,
+        })
+    }
+
+    pub fn write(&self, table: &Table) -> Result<()> {
+        match self {
+            Output::Stdout => match table.to_csv(std::io::stdout().lock(), Floats::Repr) {
+                // A reader that stops early (`| head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.map_err(|e| Error::io("standard output", e)),
+            },
+            Output::Csv(p) => table.write_csv(p, Floats::Repr),
+            Output::Parquet(p) => table.write(p),
+        }
+    }
 }

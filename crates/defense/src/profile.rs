@@ -3,6 +3,7 @@
 
 use crate::config::{ProfileConfig, Statistic};
 use crate::features::{extract, ChannelStats};
+use crate::fingerprint::MODEL_KEY;
 use formats::source::Images;
 use formats::table::{Column, Table};
 use formats::{Error, ModelFile, Result};
@@ -13,9 +14,6 @@ use model::train::Examples;
 use model::{DeepIdWeights, Network};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// Metadata key tying derived files to the exact model parameters they came from.
-pub const MODEL_KEY: &str = "model_fingerprint";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -203,19 +201,6 @@ pub fn statistic_name(s: Statistic) -> &'static str {
     }
 }
 
-/// Fails unless a derived file was made from the model at hand.
-pub fn check_same_model(path: &Path, recorded: &str, model: &str) -> Result<()> {
-    if recorded != model {
-        return Err(Error::invalid(
-            path,
-            format!(
-                "was computed with a different model (fingerprint {recorded}, the model now is {model}); re-run the stage that makes it"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// What the profile stage reads and writes.
 pub struct ProfileFiles {
     /// The backdoored network B.
@@ -329,4 +314,34 @@ fn rnp_masks(
         );
     }
     Ok(outcome)
+}
+
+impl std::fmt::Display for ProfileSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let first = &self.order[..self.order.len().min(8)];
+        if let Some(r) = &self.rnp {
+            let masks: Vec<String> = first
+                .iter()
+                .map(|&c| format!("{c}: {:.3}", r.masks[c]))
+                .collect();
+            writeln!(
+                f,
+                "RNP: {} unlearning steps to {:.1}% batch accuracy{}; masked unlearned network {:.1}%; lowest masks {}",
+                r.unlearn_steps,
+                r.unlearned_accuracy,
+                if r.unlearned { "" } else { " (step cap reached)" },
+                r.recovered_accuracy,
+                masks.join(", ")
+            )?;
+        }
+        write!(
+            f,
+            "{} images -> {}: {} of {} channels never active; pruning order {first:?}... ({})",
+            self.images,
+            self.outputs[0].display(),
+            self.dormant_channels,
+            self.order.len(),
+            self.statistic,
+        )
+    }
 }

@@ -3,7 +3,8 @@
 //! accuracy-drop threshold.
 
 use crate::features::Features;
-use crate::profile::{check_same_model, Profile};
+use crate::fingerprint::check_same_model;
+use crate::profile::Profile;
 use crate::sweep::{thresholds_reached, PruneSweep, ThresholdHit};
 use formats::paths::{self, label};
 use formats::{Error, ModelFile, Result};
@@ -99,7 +100,8 @@ pub fn run(
     }
     check_same_images(files, &profile, &features)?;
 
-    let head = Head::new(&Network::new(&weights));
+    let network = Network::new(&weights);
+    let head = Head::new(&network);
     progress.start("prune", features.len() as u64);
     let steps = head.sweep(&features.pool_3, &profile.order, &|n| {
         progress.advance(n as u64)
@@ -160,4 +162,20 @@ pub fn run(
         steps: sweep.order.len(),
         output: sweep_out,
     })
+}
+
+impl std::fmt::Display for PruneSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for m in &self.models {
+            writeln!(
+                f,
+                "threshold {} points: {} channels pruned, validation accuracy {:.2}% -> {}",
+                formats::paths::label(m.threshold_percent),
+                m.channels_pruned,
+                m.valid_accuracy,
+                m.path.display()
+            )?;
+        }
+        write!(f, "{} steps -> {}", self.steps, self.output.display())
+    }
 }

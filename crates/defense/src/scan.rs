@@ -15,14 +15,13 @@
 //! chosen from.
 
 use crate::config::ScanConfig;
+use crate::fingerprint::check_same_model;
 use crate::models::finetuned;
-use crate::profile::check_same_model;
 use crate::sweep::PruneSweep;
 use formats::paths::{self, label};
 use formats::source::Images;
 use formats::table::{Column, Table};
 use formats::{Error, ModelFile, Result};
-use model::backprop::Net;
 use model::cleanse::{self, Inverted, Trigger};
 use model::geometry::IMAGE_LEN;
 use model::progress::Progress;
@@ -139,7 +138,7 @@ fn spread(data: &Examples, most: usize) -> (Vec<f32>, Vec<u32>) {
 
 /// Inverts `label`'s trigger on the fit images of the other labels.
 fn invert(
-    net: &Net,
+    net: &Network,
     scale: f32,
     split: &Split,
     label: u32,
@@ -197,7 +196,6 @@ fn scan_network(
     name: &str,
     progress: &dyn Progress,
 ) -> Result<Vec<Label>> {
-    let net = Net::new(w);
     let network = Network::new(w);
     let scale = w.provenance.input_scale as f32;
     let (chosen, shares) = choose(&network, &split.fit, config);
@@ -206,7 +204,7 @@ fn scan_network(
     let inverted = chosen
         .par_iter()
         .map(|&(l, _)| {
-            let r = invert(&net, scale, split, l, &full);
+            let r = invert(&network, scale, split, l, &full);
             progress.advance(1);
             r
         })
@@ -304,7 +302,7 @@ fn label_table(labels: &[Label], fingerprint: &str) -> Table {
                     .collect(),
             ),
         )
-        .meta(crate::profile::MODEL_KEY, fingerprint)
+        .meta(crate::fingerprint::MODEL_KEY, fingerprint)
 }
 
 pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> Result<ScanSummary> {
@@ -410,7 +408,7 @@ pub fn run(files: &ScanFiles, config: &ScanConfig, progress: &dyn Progress) -> R
     }
     summary_table(&rows)
         .meta("enabled", config.enabled.to_string())
-        .meta(crate::profile::MODEL_KEY, &fingerprint)
+        .meta(crate::fingerprint::MODEL_KEY, &fingerprint)
         .write(&summary_out)?;
     outputs.push(summary_out);
     Ok(ScanSummary { rows, outputs })
@@ -458,7 +456,7 @@ fn save_trigger(path: &Path, trigger: &Trigger, target: u32, fingerprint: &str) 
     let meta = [
         ("target".to_string(), target.to_string()),
         (
-            crate::profile::MODEL_KEY.to_string(),
+            crate::fingerprint::MODEL_KEY.to_string(),
             fingerprint.to_string(),
         ),
     ]
@@ -570,4 +568,28 @@ pub fn read_trigger(summary: &Path, network: &str) -> Result<Trigger> {
         mask: floats("mask", cleanse::POSITIONS)?,
         pattern: floats("pattern", IMAGE_LEN)?,
     })
+}
+
+impl std::fmt::Display for ScanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<20} top label {:>5} (anomaly index {:5.2}{}), mask L1 {:7.1}; estimated attack success of B's trigger {} ({} labels inverted)",
+                r.network,
+                r.top_label,
+                r.anomaly_index,
+                if r.flagged { ", FLAGGED" } else { "" },
+                r.mask_l1,
+                r.estimated_attack_success
+                    .map_or("n/a (B not flagged)".into(), |e| format!("{e:.2}%")),
+                r.labels_inverted
+            )?;
+        }
+        write!(
+            f,
+            "-> {}",
+            self.outputs.last().expect("the summary").display()
+        )
+    }
 }

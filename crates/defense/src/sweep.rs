@@ -1,7 +1,7 @@
 //! The pruning sweep: remove conv_3 channels one at a time in profile order, predicting every
 //! image after each step, and find where validation accuracy first drops by each threshold.
 
-use crate::profile::MODEL_KEY;
+use crate::fingerprint::MODEL_KEY;
 use formats::table::{Column, Table};
 use formats::{Error, Result};
 use model::geometry::CONV3_CHANNELS;

@@ -6,17 +6,14 @@
 
 use clap::Parser;
 use cli::progress::Bars;
-use cli::{CommonArgs, ModelArgs};
+use cli::ModelArgs;
 use defense::evaluate::{run, EvaluateFiles};
-use formats::paths::Split;
+use formats::paths::{Split, Stage};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
     #[command(flatten)]
     model: ModelArgs,
     /// Prune sweep (default: `<work>/prune/sweep.parquet`).
@@ -40,50 +37,20 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("evaluate", |args: Args, _config, work| {
-        let t = Instant::now();
-        let model = args.model.path(&work);
-        let json = args.common.json;
         let files = EvaluateFiles {
-            model,
+            model: args.model.path(&work),
             prune_sweep: args.prune_sweep.unwrap_or_else(|| work.prune_sweep()),
             test: args.test.unwrap_or_else(|| work.dataset(Split::Test)),
             poisoned_test: args
                 .poisoned_test
                 .unwrap_or_else(|| work.dataset(Split::PoisonedTest)),
-            finetune_dir: args.finetune_dir.unwrap_or_else(|| work.stage("finetune")),
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage("evaluate")),
+            finetune_dir: args
+                .finetune_dir
+                .unwrap_or_else(|| work.stage(Stage::Finetune)),
+            output_dir: args
+                .output_dir
+                .unwrap_or_else(|| work.stage(Stage::Evaluate)),
         };
-        let s = run(&files, &Bars::new())?;
-        let seconds = t.elapsed().as_secs_f64();
-        if json {
-            cli::print_json(&cli::with_seconds("evaluate", &s, seconds))?;
-            return Ok(());
-        }
-        for r in &s.summary {
-            let threshold = r
-                .threshold_percent
-                .map(|t| format!("{t} points"))
-                .unwrap_or_default();
-            let flags = r
-                .scores
-                .flagged_poisoned
-                .map(|f| format!(", flags {f:.2}% of triggered images"));
-            cli::outln!(
-                "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
-                r.network.as_str(),
-                r.channels_pruned,
-                r.scores.clean_test_accuracy,
-                r.scores.attack_success_rate,
-                flags.unwrap_or_default()
-            )?;
-        }
-        let [sweep, targets, summary] = &s.outputs;
-        cli::outln!(
-            "-> {}, {}, {} ({seconds:.2} s)",
-            sweep.display(),
-            targets.display(),
-            summary.display()
-        )?;
-        Ok(())
+        Ok(run(&files, &Bars::new())?)
     })
 }

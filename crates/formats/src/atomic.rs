@@ -18,7 +18,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates the destination folder if needed and reserves a temporary name beside `target`.
     /// A file at `target` that the pipeline did not write is refused here, before any work
-    /// (see [`crate::written`]), unless [`permit_replacing`] named it.
+    /// (see [`crate::written`]), unless [`written::permit_replacing`] named it.
     pub fn new(target: impl Into<PathBuf>) -> Result<Self> {
         let target = target.into();
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -29,7 +29,7 @@ impl AtomicFile {
             .ok_or_else(|| Error::invalid(&target, "output path has no file name"))?
             .to_string_lossy()
             .into_owned();
-        if !is_permitted(&target) {
+        if !written::is_permitted(&target) {
             written::check_replaceable(&target)?;
         }
         // Same folder (so the rename is atomic) and same extension (some writers infer the format).
@@ -55,7 +55,11 @@ impl AtomicFile {
 
     /// Renames the finished temporary file over the target.
     pub fn commit(mut self) -> Result<()> {
-        written::commit(&self.temp, &self.target, is_permitted(&self.target))?;
+        written::commit(
+            &self.temp,
+            &self.target,
+            written::is_permitted(&self.target),
+        )?;
         self.committed = true;
         live().retain(|p| *p != self.temp);
         Ok(())
@@ -83,23 +87,6 @@ pub fn remove_unfinished() {
     for p in live().drain(..) {
         let _ = std::fs::remove_file(p);
     }
-}
-
-/// Lets this process replace `path` even if the pipeline did not write it (`--force`).
-pub fn permit_replacing(path: &Path) {
-    if let Ok(p) = std::path::absolute(path) {
-        permits().push(p);
-    }
-}
-
-/// Whether [`permit_replacing`] named `path`.
-pub fn is_permitted(path: &Path) -> bool {
-    std::path::absolute(path).is_ok_and(|p| permits().contains(&p))
-}
-
-fn permits() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    static PERMITS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    PERMITS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Writes `bytes` to `target` atomically.

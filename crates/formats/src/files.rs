@@ -98,3 +98,12 @@ fn walk_into(
     }
     Ok(())
 }
+
+/// SHA-256 of a regular file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    regular(path)?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(model::weights::hex(&sha2::Digest::finalize(h)))
+}

@@ -6,10 +6,10 @@
 //! (h, w, c) order; the PyTorch contract is NCHW, so kernels and dense columns are permuted here.
 
 use crate::error::{Error, Result, WithPath};
-use crate::weights::sha256_file;
+use crate::files::sha256_file;
 use hdf5::types::{FixedAscii, TypeDescriptor, VarLenAscii, VarLenUnicode};
 use model::layout::{from_matrix, keras_shape, to_matrix};
-use model::weights::{Layer, Param};
+use model::weights::{check_shape, Layer, Param};
 use model::{DeepIdWeights, LayerName, Layers, Provenance};
 use std::path::Path;
 
@@ -19,7 +19,7 @@ use std::path::Path;
 /// the pipeline exported keeps its record (pruned channels, fine-tuning) from the root
 /// attribute `fineprune`.
 pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
-    check_signature(path)?;
+    crate::h5::check_signature(path)?;
     let file = hdf5::File::open(path).at(path)?;
     let root = if file.attr("layer_names").is_ok() {
         file.as_group().at(path)?
@@ -85,7 +85,7 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
             let ds = group.dataset(wn).map_err(|_| {
                 Error::invalid(path, format!("layer {name}: dataset {wn} is missing"))
             })?;
-            crate::csaw::check_filters(path, wn, &ds)?;
+            crate::h5::check_filters(path, wn, &ds)?;
             let data = ds.read_raw::<f32>().at(path)?;
             Ok(Param::new(ds.shape(), data))
         };
@@ -97,16 +97,13 @@ pub fn import(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
     let classes = keras.output.weight.shape.get(1).copied().unwrap_or(0);
     let layers = keras.try_map(|name, layer| -> Result<Layer> {
         let want = name.weight_shape(classes);
-        let keras_shape = keras_shape(&want);
-        if layer.weight.shape != keras_shape {
-            return Err(Error::invalid(
-                path,
-                format!(
-                    "layer {name}: kernel has shape {:?}, DeepID needs {:?}",
-                    layer.weight.shape, keras_shape
-                ),
-            ));
-        }
+        check_shape(
+            path,
+            name,
+            "kernel",
+            &layer.weight.shape,
+            &keras_shape(&want),
+        )?;
         Ok(Layer {
             weight: from_matrix(name, &want, &layer.weight.data),
             bias: layer.bias.clone(),
@@ -322,7 +319,7 @@ fn string_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()
 }
 
 fn write_weights_file(weights: &DeepIdWeights, path: &Path, generated: bool) -> hdf5::Result<()> {
-    use crate::h5write::{ascii, GENERATOR, GENERATOR_ATTR};
+    use crate::h5::{ascii, GENERATOR, GENERATOR_ATTR};
     let file = hdf5::File::create(path)?;
     if generated {
         file.new_attr::<FixedAscii<64>>()
@@ -345,7 +342,7 @@ fn write_model_file(weights: &DeepIdWeights, path: &Path) -> hdf5::Result<()> {
     string_attr(&file, "backend", "tensorflow")?;
     let provenance = serde_json::to_string(&weights.provenance.to_metadata()).expect("strings");
     string_attr(&file, PROVENANCE_ATTR, &provenance)?;
-    write_layers(&crate::h5write::group(&file, "model_weights")?, weights)?;
+    write_layers(&crate::h5::group(&file, "model_weights")?, weights)?;
     file.close()
 }
 
@@ -355,7 +352,7 @@ const KERAS_VERSION: &str = "2.3.1";
 /// The layer groups of a Keras weights file (at the root of a weights-only file, under
 /// `model_weights` in a full model).
 fn write_layers(root: &hdf5::Group, weights: &DeepIdWeights) -> hdf5::Result<()> {
-    use crate::h5write::{ascii, group as new_group};
+    use crate::h5::{ascii, group as new_group};
     let names: Vec<FixedAscii<64>> = KERAS_LAYERS.iter().map(|s| ascii(s)).collect();
     root.new_attr_builder()
         .with_data(&names)
@@ -421,26 +418,4 @@ fn read_strings(attr: &hdf5::Attribute) -> hdf5::Result<Vec<String>> {
             .collect(),
         other => return Err(format!("expected strings, found {other:?}").into()),
     })
-}
-
-/// Gives "not an HDF5 file" a clear message instead of the library's error stack; the one
-/// check every HDF5 input goes through before the library opens it, so it also refuses what is
-/// not a regular file.
-pub fn check_signature(path: &Path) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    const MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
-    let len = crate::files::regular(path)?.len();
-    let mut f = std::fs::File::open(path).at(path)?;
-    // The superblock sits at 0, 512, 1024, 2048, ... (a user block may precede it).
-    let mut offset = 0u64;
-    while offset + 8 <= len {
-        let mut buf = [0u8; 8];
-        f.seek(SeekFrom::Start(offset)).at(path)?;
-        f.read_exact(&mut buf).at(path)?;
-        if &buf == MAGIC {
-            return Ok(());
-        }
-        offset = if offset == 0 { 512 } else { offset * 2 };
-    }
-    Err(Error::invalid(path, "not an HDF5 file (no HDF5 signature)"))
 }

@@ -1,4 +1,4 @@
-//! The files fineprune reads and writes: CSAW HDF5 datasets ([`csaw`], [`h5write`]), Keras
+//! The files fineprune reads and writes: CSAW HDF5 datasets ([`csaw`], [`h5`]), Keras
 //! HDF5 weights ([`keras`]), Parquet image tables ([`images`], [`source`]) and result tables
 //! ([`table`]), safetensors models ([`weights`]), `pipeline.toml` ([`config`]), and output
 //! that appears whole or not at all ([`atomic`]). Every error names the file it is about.
@@ -9,9 +9,8 @@ pub mod config;
 pub mod csaw;
 pub mod error;
 pub mod files;
-pub mod h5write;
+pub mod h5;
 pub mod images;
-pub mod ingest;
 pub mod keras;
 pub mod paths;
 pub mod photos;

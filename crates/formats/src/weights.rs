@@ -4,10 +4,9 @@
 
 use crate::atomic;
 use crate::error::{Error, Result, WithPath};
-use model::weights::{hex, Layer, Param};
+use model::weights::{Layer, Param};
 use model::{DeepIdWeights, LayerName, Layers, Provenance};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -204,13 +203,4 @@ pub fn le_bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
 #[cfg(target_endian = "little")]
 pub fn from_le_bytes<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
     bytemuck::pod_collect_to_vec(b)
-}
-
-/// SHA-256 of a regular file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    crate::files::regular(path)?;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&h.finalize()))
 }

@@ -109,7 +109,7 @@ impl Locked {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::io(path, e)),
         }
-        let hash = crate::weights::sha256_file(&path)?;
+        let hash = crate::files::sha256_file(&path)?;
         Ok(hashes.contains(&hash))
     }
 
@@ -203,7 +203,7 @@ pub fn check_paths(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Resul
     }
     outputs
         .iter()
-        .filter(|(_, out)| !crate::atomic::is_permitted(out))
+        .filter(|(_, out)| !is_permitted(out))
         .try_for_each(|(_, out)| check_replaceable(out))
 }
 
@@ -246,7 +246,7 @@ pub(crate) fn begin(temp: &Path) -> Result<()> {
 /// Renames the finished `temp` over `target` (both in one folder) and records its content;
 /// `replace_any` allows replacing a file the pipeline did not write (`--force`).
 pub(crate) fn commit(temp: &Path, target: &Path, replace_any: bool) -> Result<()> {
-    let hash = crate::weights::sha256_file(temp)?;
+    let hash = crate::files::sha256_file(temp)?;
     let mut m = Locked::open(folder(target))?;
     let target_name = name(target)?;
     if !replace_any {
@@ -398,4 +398,21 @@ mod tests {
         assert_eq!(removed, vec![temp]);
         assert!(dir.path().join(".t-y").exists());
     }
+}
+
+/// Lets this process replace `path` even if the pipeline did not write it (`--force`).
+pub fn permit_replacing(path: &Path) {
+    if let Ok(p) = std::path::absolute(path) {
+        permits().push(p);
+    }
+}
+
+/// Whether [`permit_replacing`] named `path`.
+pub fn is_permitted(path: &Path) -> bool {
+    std::path::absolute(path).is_ok_and(|p| permits().contains(&p))
+}
+
+fn permits() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static PERMITS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    PERMITS.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -3,18 +3,14 @@
 
 use clap::Parser;
 use cli::progress::Bars;
-use cli::CommonArgs;
 use defense::config::FinetuneConfig;
-use formats::ingest::{run, IngestFiles};
-use formats::paths::Split;
+use defense::ingest::{run, IngestFiles};
+use formats::paths::{Split, Stage};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Validation data (overrides `[data] valid`).
     #[arg(long)]
     valid: Option<PathBuf>,
@@ -36,9 +32,7 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("ingest", |args: Args, config, work| {
-        let t = Instant::now();
-        let min_valid_images = config.table::<FinetuneConfig>()?.min_valid_images();
-        let data = config.data;
+        let data = config.data.clone();
         let files = IngestFiles {
             datasets: [
                 (Split::Valid, args.valid.unwrap_or(data.valid)),
@@ -48,29 +42,11 @@ fn main() -> std::process::ExitCode {
                     args.poisoned_test.unwrap_or(data.poisoned_test),
                 ),
             ],
-            weights: args.weights.unwrap_or(config.model.weights),
+            weights: args.weights.unwrap_or(config.model.weights.clone()),
             input_scale: config.model.input_scale,
-            min_valid_images,
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage("ingest")),
+            min_valid_images: config.table::<FinetuneConfig>()?.min_valid_images(),
+            output_dir: args.output_dir.unwrap_or_else(|| work.stage(Stage::Ingest)),
         };
-        let s = run(&files, &Bars::new())?;
-        let seconds = t.elapsed().as_secs_f64();
-        if args.common.json {
-            cli::print_json(&cli::with_seconds("ingest", &s, seconds))?;
-            return Ok(());
-        }
-        for d in &s.datasets {
-            cli::outln!("{}", d.line())?;
-        }
-        let m = &s.model;
-        cli::outln!(
-            "{} -> {}: DeepID, {} classes, input scale {}, sha256 {}, {seconds:.2} s",
-            m.input.display(),
-            m.output.display(),
-            m.classes,
-            m.input_scale,
-            &m.source_sha256[..12]
-        )?;
-        Ok(())
+        Ok(run(&files, &Bars::new())?)
     })
 }

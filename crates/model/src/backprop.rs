@@ -8,10 +8,10 @@
 //! loss for the whole group at once, and goes back down the same way, adding into its own
 //! gradient buffer. The groups' gradients are then summed in a fixed order, so the result
 //! does not depend on the number of cores. Layers below `first` are frozen: a caller can
-//! compute their output once ([`Net::features`]) and train from there.
-//! [`Net::pool_3_gradient`] runs the head alone, every parameter fixed, and returns the
+//! compute their output once ([`Network::features`]) and train from there.
+//! [`Network::pool_3_gradient`] runs the head alone, every parameter fixed, and returns the
 //! gradient with respect to its pool_3 inputs (what RNP's channel masks need, [`crate::rnp`]);
-//! [`Net::input_gradient`] runs the whole network so, with respect to its NHWC inputs (what
+//! [`Network::input_gradient`] runs the whole network so, with respect to its NHWC inputs (what
 //! trigger inversion needs, [`crate::cleanse`]).
 
 use crate::geometry::{
@@ -20,8 +20,7 @@ use crate::geometry::{
 };
 use crate::layout::to_nhwc;
 use crate::linalg::{im2col, matmul, product};
-use crate::network::{Dense, Network};
-use crate::weights::DeepIdWeights;
+use crate::network::{Network, Slot};
 use rayon::prelude::*;
 
 /// Images per task.
@@ -84,75 +83,7 @@ const fn out_grid(l: usize) -> (usize, usize) {
     convolved(grid(l), CONVS[l])
 }
 
-/// Where one layer sits in the flat parameter vector.
-#[derive(Debug, Clone, Copy)]
-pub struct Slot {
-    pub matrix: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub bias: usize,
-}
-
-impl Slot {
-    fn matrix<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.matrix..][..self.rows * self.cols]
-    }
-
-    fn bias<'a>(&self, p: &'a [f32]) -> &'a [f32] {
-        &p[self.bias..][..self.cols]
-    }
-
-    /// The matrix and bias of a gradient buffer, both mutable.
-    fn grads<'a>(&self, g: &'a mut [f32]) -> (&'a mut [f32], &'a mut [f32]) {
-        let (m, b) = g[self.matrix..self.bias + self.cols].split_at_mut(self.rows * self.cols);
-        (m, b)
-    }
-}
-
-/// DeepID's parameters as one flat vector.
-#[derive(Debug, Clone)]
-pub struct Net {
-    pub params: Vec<f32>,
-    pub slots: Layers<Slot>,
-    pub classes: usize,
-    input_scale: f64,
-}
-
-impl Net {
-    pub fn new(w: &DeepIdWeights) -> Self {
-        let net = Network::new(w);
-        let mut params = Vec::new();
-        let slots = net.layers.map(|_, d| {
-            let (matrix, bias) = (params.len(), params.len() + d.matrix.len());
-            params.extend_from_slice(&d.matrix);
-            params.extend_from_slice(&d.bias);
-            Slot {
-                matrix,
-                rows: d.matrix.len() / d.bias.len(),
-                cols: d.bias.len(),
-                bias,
-            }
-        });
-        Self {
-            params,
-            slots,
-            classes: w.classes(),
-            input_scale: net.input_scale,
-        }
-    }
-
-    /// Back to PyTorch-layout weights with `template`'s provenance.
-    pub fn to_weights(&self, template: &DeepIdWeights) -> DeepIdWeights {
-        let net = Network {
-            layers: self.slots.map(|_, s| Dense {
-                matrix: s.matrix(&self.params).to_vec(),
-                bias: s.bias(&self.params).to_vec(),
-            }),
-            input_scale: self.input_scale,
-        };
-        net.to_weights(template)
-    }
-
+impl Network {
     /// The slot of the convolution at depth `l`.
     fn conv(&self, l: usize) -> Slot {
         *self.slots.get(CONV_LAYERS[l])
@@ -162,14 +93,6 @@ impl Net {
     /// above it.
     pub fn from_layer(&self, first: TrainFrom) -> std::ops::Range<usize> {
         self.conv(first.0).matrix..self.params.len()
-    }
-
-    /// Positions in the flat vector of conv_3 output channel `c` (kernel column and bias).
-    pub fn conv3_channel(&self, c: usize) -> impl Iterator<Item = usize> {
-        let s = self.slots.conv_3;
-        (0..s.rows)
-            .map(move |r| s.matrix + r * s.cols + c)
-            .chain(std::iter::once(s.bias + c))
     }
 
     /// Inputs of conv layer `first` (NHWC, [`input_len`] per image) for CSAW (C, H, W)
@@ -414,7 +337,7 @@ const fn z_len(l: usize) -> usize {
 /// into `a`.
 #[inline(always)]
 fn conv_forward(
-    net: &Net,
+    net: &Network,
     l: usize,
     x: &[f32],
     n: usize,
@@ -470,7 +393,7 @@ fn pool_backward(l: usize, z: &[f32], d_a: &[f32], d_z: &mut Vec<f32>) {
 
 /// One task's share of a mini-batch, compiled for the best vector instructions the CPU has.
 struct Step<'a> {
-    net: &'a Net,
+    net: &'a Network,
     first: usize,
     wrt: Wrt,
     inputs: &'a [f32],
@@ -509,7 +432,7 @@ impl Step<'_> {
             output: s7,
             ..
         } = net.slots;
-        let classes = net.classes;
+        let classes = net.classes();
 
         // Down: the convolutions, one image at a time; pool_3 of the group ends up in a.
         let len = input_len(first);
@@ -586,7 +509,7 @@ impl Step<'_> {
         let params = wrt == Wrt::Params;
         let g = &mut t.grad;
         if params {
-            let (gm, gb) = s7.grads(g);
+            let (gm, gb) = s7.split_mut(g);
             product(
                 FEATURES,
                 n,
@@ -616,7 +539,7 @@ impl Step<'_> {
         let d_sum = &t.d_hidden;
         if params {
             for (slot, x, rows) in [(s5, pool_3, s5.rows), (s6, &conv_4[..], s6.rows)] {
-                let (gm, gb) = slot.grads(g);
+                let (gm, gb) = slot.split_mut(g);
                 product(rows, n, FEATURES, (x, true), (d_sum, false), gm, true);
                 add_column_sums(gb, d_sum);
             }
@@ -637,7 +560,7 @@ impl Step<'_> {
             }
         }
         if params {
-            let (gm, gb) = s4.grads(g);
+            let (gm, gb) = s4.split_mut(g);
             product(
                 s4.rows,
                 rows4,
@@ -696,7 +619,7 @@ impl Step<'_> {
                 };
                 let rows = patches(l, x, 1, &mut t.patches);
                 if params {
-                    let (gm, gb) = s.grads(g);
+                    let (gm, gb) = s.split_mut(g);
                     product(
                         s.rows,
                         rows,

@@ -13,14 +13,14 @@
 //! come from [`Net::input_gradient`]; every sum runs in image order, so equal
 //! inputs and seed give equal bytes.
 
-use crate::backprop::{Net, Task};
+use crate::backprop::Task;
 use crate::error::{Error, Result};
 use crate::geometry::{CONV3_CHANNELS, POOL3_LEN};
 use crate::geometry::{IMAGE_LEN, INPUT_SHAPE};
 use crate::head::Head;
 use crate::layout::to_nhwc;
 use crate::metrics::percent;
-use crate::network::{Classifier, Network};
+use crate::network::Network;
 use crate::train::Examples;
 use crate::trunk::Trunk;
 use rand::seq::SliceRandom;
@@ -117,7 +117,7 @@ impl Free {
 /// the images, its gradient with respect to the free parameters (`d(sum of losses) /
 /// divisor`) in `grad`, and how many images went to their label. The L1 term is not in it.
 pub fn trigger_gradient(
-    net: &Net,
+    net: &Network,
     scale: f32,
     trigger: &Trigger,
     (images, labels): (&[f32], &[u32]),
@@ -184,7 +184,7 @@ impl Adam {
 
 /// Inverts a trigger towards `target` on the clean `images` of other labels.
 pub fn invert(
-    net: &Net,
+    net: &Network,
     scale: f32,
     images: &Examples,
     target: u32,
@@ -303,7 +303,6 @@ pub fn success(
     target: u32,
 ) -> f64 {
     const CHUNK: usize = 1024;
-    let classifier = Classifier::new(network);
     let (mut hits, mut seen) = (0, 0);
     let others: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] != target).collect();
     let mut stamped = vec![0f32; CHUNK * IMAGE_LEN];
@@ -312,7 +311,7 @@ pub fn success(
         for (dst, &i) in out.chunks_mut(IMAGE_LEN).zip(chunk) {
             trigger.apply(&images[i * IMAGE_LEN..][..IMAGE_LEN], dst);
         }
-        let pred = classifier.predict(out);
+        let pred = network.predict(out);
         hits += pred.iter().filter(|&&p| p == target).count();
         seen += pred.len();
     }

@@ -4,27 +4,28 @@
 //! gradients of [`crate::backprop`] are checked against; the stages run the same arithmetic on
 //! plain buffers ([`crate::trunk`], [`crate::head`]).
 
+use crate::geometry::LayerName;
 use crate::geometry::{Conv, CONV_1, CONV_2, CONV_3, CONV_4, IMAGE_LEN, INPUT_HW, INPUT_SHAPE};
 use crate::layout::to_nhwc;
-use crate::network::{self, Network};
+use crate::network::Network;
 use crate::ops::{Im2Col, MaxPool2};
 use crate::weights::DeepIdWeights;
 use candle_core::{Device, Result, Tensor, Var};
 
 /// One layer as a matrix product: `x @ matrix + bias`.
 #[derive(Clone)]
-pub struct Dense {
+pub struct Linear {
     /// (inputs, outputs); inputs in NHWC patch or flatten order.
     pub matrix: Tensor,
     pub bias: Tensor,
 }
 
-impl Dense {
-    fn new(d: &network::Dense, device: &Device) -> Result<Self> {
-        let outputs = d.bias.len();
+impl Linear {
+    fn new(net: &Network, name: LayerName, device: &Device) -> Result<Self> {
+        let s = net.slots.get(name);
         Ok(Self {
-            matrix: Tensor::from_slice(&d.matrix, (d.matrix.len() / outputs, outputs), device)?,
-            bias: Tensor::from_slice(&d.bias, outputs, device)?,
+            matrix: Tensor::from_slice(net.matrix(name), (s.rows, s.cols), device)?,
+            bias: Tensor::from_slice(net.bias(name), s.cols, device)?,
         })
     }
 
@@ -57,13 +58,13 @@ impl Dense {
 /// DeepID, ready to run.
 #[derive(Clone)]
 pub struct DeepId {
-    pub conv_1: Dense,
-    pub conv_2: Dense,
-    pub conv_3: Dense,
-    pub conv_4: Dense,
-    pub fc_1: Dense,
-    pub fc_2: Dense,
-    pub output: Dense,
+    pub conv_1: Linear,
+    pub conv_2: Linear,
+    pub conv_3: Linear,
+    pub conv_4: Linear,
+    pub fc_1: Linear,
+    pub fc_2: Linear,
+    pub output: Linear,
     pub input_scale: f64,
 }
 
@@ -78,15 +79,15 @@ pub struct Forward {
 impl DeepId {
     pub fn new(weights: &DeepIdWeights, device: &Device) -> Result<Self> {
         let net = Network::new(weights);
-        let l = &net.layers;
+        use LayerName::*;
         Ok(Self {
-            conv_1: Dense::new(&l.conv_1, device)?,
-            conv_2: Dense::new(&l.conv_2, device)?,
-            conv_3: Dense::new(&l.conv_3, device)?,
-            conv_4: Dense::new(&l.conv_4, device)?,
-            fc_1: Dense::new(&l.fc_1, device)?,
-            fc_2: Dense::new(&l.fc_2, device)?,
-            output: Dense::new(&l.output, device)?,
+            conv_1: Linear::new(&net, Conv1, device)?,
+            conv_2: Linear::new(&net, Conv2, device)?,
+            conv_3: Linear::new(&net, Conv3, device)?,
+            conv_4: Linear::new(&net, Conv4, device)?,
+            fc_1: Linear::new(&net, Fc1, device)?,
+            fc_2: Linear::new(&net, Fc2, device)?,
+            output: Linear::new(&net, Output, device)?,
             input_scale: net.input_scale,
         })
     }
@@ -95,7 +96,7 @@ impl DeepId {
     /// (each layer's matrix, then its bias).
     pub fn to_vars(&self) -> Result<(Self, Vec<Var>)> {
         let mut vars = Vec::new();
-        let mut var = |d: &Dense| -> Result<Dense> {
+        let mut var = |d: &Linear| -> Result<Linear> {
             let (dense, v) = d.to_var()?;
             vars.extend(v);
             Ok(dense)

@@ -8,6 +8,7 @@
 //! prediction without any work. Images go through the whole sweep in small blocks, so a
 //! block's activations and the weights stay in its core's cache.
 
+use crate::geometry::LayerName;
 use crate::geometry::{
     CONV3_CHANNELS as C, CONV4_LEN, CONV_4, CONV_4_HW, FEATURES, POOL3_LEN, POOL3_POSITIONS,
     POOL_3_HW,
@@ -25,19 +26,20 @@ const CONV4_K: usize = CONV_4.kernel;
 /// Images per block.
 const BLOCK: usize = 32;
 
-pub struct Head {
+/// The layers above pool_3, ready for inference: a view of the network's parameters.
+pub struct Head<'a> {
     /// (2 * 2 * 60, 80), rows in (ky, kx, channel) order.
-    conv_4: Vec<f32>,
-    conv_4_bias: Vec<f32>,
+    conv_4: &'a [f32],
+    conv_4_bias: &'a [f32],
     /// (1200, 160), rows in pool_3's NHWC order.
-    fc_1: Vec<f32>,
-    fc_1_bias: Vec<f32>,
+    fc_1: &'a [f32],
+    fc_1_bias: &'a [f32],
     /// (960, 160), rows in conv_4's NHWC order.
-    fc_2: Vec<f32>,
-    fc_2_bias: Vec<f32>,
+    fc_2: &'a [f32],
+    fc_2_bias: &'a [f32],
     /// (160, classes).
-    output: Vec<f32>,
-    output_bias: Vec<f32>,
+    output: &'a [f32],
+    output_bias: &'a [f32],
     classes: usize,
 }
 
@@ -60,18 +62,18 @@ struct Block {
     rows: Vec<(f32, usize)>,
 }
 
-impl Head {
-    pub fn new(net: &Network) -> Self {
-        let l = &net.layers;
+impl<'a> Head<'a> {
+    pub fn new(net: &'a Network) -> Self {
+        use LayerName::*;
         Self {
-            conv_4: l.conv_4.matrix.clone(),
-            conv_4_bias: l.conv_4.bias.clone(),
-            fc_1: l.fc_1.matrix.clone(),
-            fc_1_bias: l.fc_1.bias.clone(),
-            fc_2: l.fc_2.matrix.clone(),
-            fc_2_bias: l.fc_2.bias.clone(),
-            output: l.output.matrix.clone(),
-            output_bias: l.output.bias.clone(),
+            conv_4: net.matrix(Conv4),
+            conv_4_bias: net.bias(Conv4),
+            fc_1: net.matrix(Fc1),
+            fc_1_bias: net.bias(Fc1),
+            fc_2: net.matrix(Fc2),
+            fc_2_bias: net.bias(Fc2),
+            output: net.matrix(Output),
+            output_bias: net.bias(Output),
             classes: net.classes(),
         }
     }
@@ -170,17 +172,17 @@ impl Head {
             CONV4_K * CONV4_K * C,
             CONV4_OUT,
             &b.patches,
-            &self.conv_4,
+            self.conv_4,
             &mut b.conv_4_pre,
         );
         add_bias(&mut b.conv_4_pre, &self.conv_4_bias);
         b.conv_4.clear();
         b.conv_4.extend(b.conv_4_pre.iter().map(|v| v.max(0.0)));
         b.fc_1.resize(n * FEATURES, 0.0);
-        matmul(n, POOL3_LEN, FEATURES, pool_3, &self.fc_1, &mut b.fc_1);
+        matmul(n, POOL3_LEN, FEATURES, pool_3, self.fc_1, &mut b.fc_1);
         add_bias(&mut b.fc_1, &self.fc_1_bias);
         b.fc_2.resize(n * FEATURES, 0.0);
-        matmul(n, CONV4_LEN, FEATURES, &b.conv_4, &self.fc_2, &mut b.fc_2);
+        matmul(n, CONV4_LEN, FEATURES, &b.conv_4, self.fc_2, &mut b.fc_2);
         b.hidden.resize(n * FEATURES, 0.0);
         for ((h, z), f) in b
             .hidden
@@ -198,7 +200,7 @@ impl Head {
             FEATURES,
             self.classes,
             &b.hidden,
-            &self.output,
+            self.output,
             &mut b.logits,
         );
         add_bias(&mut b.logits, &self.output_bias);
@@ -232,7 +234,7 @@ impl Head {
             b.rows.push((-v, p * C + channel));
         }
         let fc_1 = &mut b.fc_1[i * FEATURES..][..FEATURES];
-        add_rows(fc_1, &b.rows, &self.fc_1);
+        add_rows(fc_1, &b.rows, self.fc_1);
 
         let conv_4 = &mut b.conv_4[i * CONV4_LEN..][..CONV4_LEN];
         b.rows.clear();
@@ -246,7 +248,7 @@ impl Head {
             }
         }
         let fc_2 = &mut b.fc_2[i * FEATURES..][..FEATURES];
-        add_rows(fc_2, &b.rows, &self.fc_2);
+        add_rows(fc_2, &b.rows, self.fc_2);
 
         let hidden = &mut b.hidden[i * FEATURES..][..FEATURES];
         b.rows.clear();
@@ -260,7 +262,7 @@ impl Head {
         add_rows(
             &mut b.logits[i * self.classes..][..self.classes],
             &b.rows,
-            &self.output,
+            self.output,
         );
         true
     }
@@ -269,7 +271,7 @@ impl Head {
 /// [`Head::sweep_block`] compiled for the best vector instructions the CPU has (pulp
 /// inlines it into functions built for each instruction set and picks one at run time).
 struct SweepBlock<'a> {
-    head: &'a Head,
+    head: &'a Head<'a>,
     pool_3: &'a [f32],
     order: &'a [usize],
     block: &'a mut Block,

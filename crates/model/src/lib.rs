@@ -1,10 +1,12 @@
 //! The DeepID face network: its geometry ([`geometry`]), weights and provenance ([`weights`]),
-//! the two memory layouts ([`layout`]), inference on plain buffers ([`network`], [`trunk`],
-//! [`head`]), training ([`backprop`], [`train`]), RNP's channel masks ([`rnp`]), trigger
-//! inversion ([`cleanse`]) and, with the `oracle` feature (tests only), the candle graph
-//! (`graph`, `ops`) that checks the hand-written engine.
+//! the two memory layouts ([`layout`]), the parameters every computation reads ([`network`]),
+//! inference on plain buffers ([`trunk`], [`head`], [`classify`]), training ([`backprop`],
+//! [`train`]), RNP's channel masks ([`rnp`]), trigger inversion ([`cleanse`]) and, with the
+//! `oracle` feature (tests only), the candle graph (`graph`, `ops`) that checks the
+//! hand-written engine.
 
 pub mod backprop;
+pub mod classify;
 pub mod cleanse;
 pub mod error;
 pub mod geometry;
@@ -25,5 +27,5 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use geometry::{LayerName, Layers};
-pub use network::{Classifier, Network};
+pub use network::Network;
 pub use weights::{DeepIdWeights, Provenance};

@@ -1,84 +1,106 @@
-//! A DeepID network prepared for arithmetic on plain buffers: each layer as one matrix
-//! product `x @ matrix + bias` in Keras's layout ([`crate::layout`]), and the classifier built
-//! from its convolutional trunk ([`crate::trunk`]) and its head ([`crate::head`]).
+//! DeepID's parameters in the one form every computation reads: a flat vector holding each
+//! layer's (inputs, outputs) matrix in Keras's layout ([`crate::layout`]), then its bias. An
+//! optimiser is one loop over the vector ([`crate::train`]); inference ([`crate::trunk`],
+//! [`crate::head`]) and the gradients ([`crate::backprop`]) read the layers as slices of it.
+//! [`DeepIdWeights`] holds the same parameters in the file contract's (PyTorch) layout, with
+//! their provenance.
 
-use crate::geometry::{Layers, IMAGE_LEN, POOL3_LEN};
-use crate::head::Head;
+use crate::geometry::{LayerName, Layers};
 use crate::layout::{from_matrix, to_matrix};
-use crate::trunk::Trunk;
 use crate::weights::{DeepIdWeights, Layer, Param};
 
-/// One layer as a matrix product.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dense {
-    /// (inputs, outputs), row-major; inputs in NHWC patch or flatten order.
-    pub matrix: Vec<f32>,
-    pub bias: Vec<f32>,
+/// Where one layer sits in the flat parameter vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub matrix: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub bias: usize,
 }
 
-/// DeepID in matrix-product form.
+impl Slot {
+    pub fn matrix<'a>(&self, p: &'a [f32]) -> &'a [f32] {
+        &p[self.matrix..][..self.rows * self.cols]
+    }
+
+    pub fn bias<'a>(&self, p: &'a [f32]) -> &'a [f32] {
+        &p[self.bias..][..self.cols]
+    }
+
+    /// The matrix and bias of a buffer laid out like the parameters, both mutable.
+    pub fn split_mut<'a>(&self, p: &'a mut [f32]) -> (&'a mut [f32], &'a mut [f32]) {
+        p[self.matrix..self.bias + self.cols].split_at_mut(self.rows * self.cols)
+    }
+}
+
+/// DeepID's parameters as one flat vector, with where each layer sits in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
-    pub layers: Layers<Dense>,
+    pub params: Vec<f32>,
+    pub slots: Layers<Slot>,
     /// What pixels are multiplied by before conv_1.
     pub input_scale: f64,
 }
 
 impl Network {
     pub fn new(w: &DeepIdWeights) -> Self {
+        let mut params = Vec::new();
+        let slots = w.layers.map(|name, l| {
+            let matrix = params.len();
+            params.extend(to_matrix(name, &l.weight));
+            let bias = params.len();
+            params.extend_from_slice(&l.bias.data);
+            let cols = l.bias.data.len();
+            Slot {
+                matrix,
+                rows: (bias - matrix) / cols,
+                cols,
+                bias,
+            }
+        });
         Self {
-            layers: w.layers.map(|name, l| Dense {
-                matrix: to_matrix(name, &l.weight),
-                bias: l.bias.data.clone(),
-            }),
+            params,
+            slots,
             input_scale: w.provenance.input_scale,
         }
     }
 
     pub fn classes(&self) -> usize {
-        self.layers.output.bias.len()
+        self.slots.output.cols
+    }
+
+    /// Layer `name`'s (inputs, outputs) matrix, row-major, inputs in NHWC patch or flatten
+    /// order.
+    pub fn matrix(&self, name: LayerName) -> &[f32] {
+        self.slots.get(name).matrix(&self.params)
+    }
+
+    pub fn bias(&self, name: LayerName) -> &[f32] {
+        self.slots.get(name).bias(&self.params)
+    }
+
+    /// Layer `name`'s matrix and bias, to edit in place.
+    pub fn layer_mut(&mut self, name: LayerName) -> (&mut [f32], &mut [f32]) {
+        self.slots.get(name).split_mut(&mut self.params)
+    }
+
+    /// Positions in the flat vector of conv_3 output channel `c` (kernel column and bias).
+    pub fn conv3_channel(&self, c: usize) -> impl Iterator<Item = usize> {
+        let s = self.slots.conv_3;
+        (0..s.rows)
+            .map(move |r| s.matrix + r * s.cols + c)
+            .chain(std::iter::once(s.bias + c))
     }
 
     /// Back to PyTorch-layout weights, with `template`'s provenance.
     pub fn to_weights(&self, template: &DeepIdWeights) -> DeepIdWeights {
         let classes = self.classes();
         DeepIdWeights {
-            layers: self.layers.map(|name, d| Layer {
-                weight: from_matrix(name, &name.weight_shape(classes), &d.matrix),
-                bias: Param::new(vec![d.bias.len()], d.bias.clone()),
+            layers: self.slots.map(|name, s| Layer {
+                weight: from_matrix(name, &name.weight_shape(classes), s.matrix(&self.params)),
+                bias: Param::new(vec![s.cols], s.bias(&self.params).to_vec()),
             }),
             provenance: template.provenance.clone(),
         }
-    }
-}
-
-/// A network ready to classify images.
-pub struct Classifier {
-    trunk: Trunk,
-    head: Head,
-}
-
-impl Classifier {
-    pub fn new(net: &Network) -> Self {
-        Self {
-            trunk: Trunk::new(net),
-            head: Head::new(net),
-        }
-    }
-
-    /// Predicted classes of CSAW (C, H, W) images.
-    pub fn predict(&self, pixels: &[f32]) -> Vec<u32> {
-        self.head.classify(&self.pool_3(pixels))
-    }
-
-    /// Logits (one row of `classes` per image) of CSAW (C, H, W) images.
-    pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
-        self.head.logits(&self.pool_3(pixels))
-    }
-
-    fn pool_3(&self, pixels: &[f32]) -> Vec<f32> {
-        let mut pool_3 = vec![0.0; pixels.len() / IMAGE_LEN * POOL3_LEN];
-        self.trunk.pool_3(pixels, &mut pool_3, false);
-        pool_3
     }
 }

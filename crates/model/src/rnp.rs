@@ -16,10 +16,11 @@
 //! Both phases run on [`Net`]'s gradients, over the cores in a fixed order, and every other
 //! sum runs in image order, so equal inputs and seed give equal bytes.
 
-use crate::backprop::{Net, Task, TrainFrom};
+use crate::backprop::{Task, TrainFrom};
 use crate::error::{Error, Result};
 use crate::geometry::{LayerName, CONV3_CHANNELS, POOL3_LEN};
 use crate::metrics::percent;
+use crate::network::Network;
 use crate::progress::Progress;
 use crate::train::Examples;
 use crate::weights::DeepIdWeights;
@@ -129,7 +130,7 @@ fn gather(rows: &[f32], len: usize, labels: &[u32], ids: &[usize]) -> (Vec<f32>,
 /// predictions, and `d(sum of losses) / divisor` with respect to each mask, which is the sum
 /// over images and positions of the masked activation's gradient times the activation.
 pub fn mask_gradient(
-    net: &Net,
+    net: &Network,
     pool_3: &[f32],
     labels: &[u32],
     masks: &[f32],
@@ -174,12 +175,11 @@ pub fn masks(
             "RNP needs at least one clean image and one per batch".into(),
         ));
     }
-    let mut net = Net::new(weights);
+    let mut net = Network::new(weights);
     let scale = match first.layer() {
         LayerName::Conv1 => {
-            let c = net.slots.conv_1;
             let factor = weights.provenance.input_scale / CONV1_SCALE;
-            for v in &mut net.params[c.matrix..][..c.rows * c.cols] {
+            for v in net.layer_mut(LayerName::Conv1).0 {
                 *v = (*v as f64 * factor) as f32;
             }
             CONV1_SCALE

@@ -5,12 +5,12 @@
 //! equivalent parametrisation whose conv_1 kernel is multiplied by 255 s, and mapped back
 //! afterwards, so step sizes behave the same whatever scale the model uses.
 
-use crate::backprop::{Net, TrainFrom};
+use crate::backprop::TrainFrom;
 use crate::error::{Error, Result};
 use crate::geometry::{LayerName, Layers, IMAGE_LEN};
 use crate::layout::to_nhwc;
 use crate::metrics::percent;
-use crate::network::{Classifier, Network};
+use crate::network::Network;
 use crate::weights::{DeepIdWeights, Layer, Param, Provenance};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -182,7 +182,7 @@ pub struct Fitted {
 }
 
 /// How training stood at one checkpoint (ten per run, evenly spaced).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     pub step: usize,
     pub learning_rate: f64,
@@ -286,7 +286,7 @@ pub fn fit(
         rescale_conv1(&mut start, factor);
     }
     start.prune_conv3(frozen_channels);
-    let mut net = Net::new(&start);
+    let mut net = Network::new(&start);
     let trainable = net.from_layer(first);
     let masked: Vec<usize> = frozen_channels
         .iter()
@@ -333,10 +333,9 @@ pub fn fit(
     let shift = recipe.feature_shift.as_ref().map(|fs| {
         let mut anchor = start.clone();
         anchor.layers.output = fs.head.clone();
-        let s = net.slots.output;
-        let w_b = Net::new(&anchor).params[s.matrix..][..s.rows * s.cols].to_vec();
+        let w_b = Network::new(&anchor).matrix(LayerName::Output).to_vec();
         let norm = norm(&w_b);
-        hold_norm(&mut net.params[s.matrix..][..s.rows * s.cols], norm);
+        hold_norm(net.layer_mut(LayerName::Output).0, norm);
         (fs.alpha as f32, w_b, norm)
     });
     let head = net.slots.output.matrix - trainable.start..net.slots.output.bias - trainable.start;
@@ -352,7 +351,7 @@ pub fn fit(
     let (mut loss_sum, mut hits, mut seen) = (0f64, 0usize, 0usize);
     let mut history = Vec::new();
     let mut best: Option<(f64, Vec<f32>)> = None;
-    let finish = |net: &Net| -> DeepIdWeights {
+    let finish = |net: &Network| -> DeepIdWeights {
         let mut out = net.to_weights(&start);
         if factor != 1.0 {
             rescale_conv1(&mut out, 1.0 / factor);
@@ -559,10 +558,9 @@ impl Optimiser {
 pub fn accuracy(net: &Network, data: &Subset) -> f64 {
     let mut hits = 0;
     let positions: Vec<usize> = (0..data.len()).collect();
-    let classifier = Classifier::new(net);
     for at in positions.chunks(1024) {
         let (pixels, labels) = data.gather(at);
-        let pred = classifier.predict(&pixels);
+        let pred = net.predict(&pixels);
         hits += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
     }
     percent(hits, data.len())

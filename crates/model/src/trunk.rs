@@ -6,12 +6,13 @@
 //! bias, ReLU and pooling), which training needs for its gradients. Both are checked against
 //! Keras (`tests/keras_reference.rs`).
 
+use crate::geometry::LayerName;
 use crate::geometry::{
     Conv as Geometry, CONV3_CHANNELS, CONV_1, CONV_2, CONV_3, IMAGE_LEN, INPUT_HW, POOL3_LEN,
 };
 use crate::layout::to_nhwc;
 use crate::linalg::{im2col, matmul};
-use crate::network::{Dense, Network};
+use crate::network::Network;
 use rayon::prelude::*;
 
 /// Images per task. One measured fastest: conv_1's patch matrix (440 KB) and everything
@@ -19,19 +20,19 @@ use rayon::prelude::*;
 const GROUP: usize = 1;
 
 /// One convolution (valid, stride 1) as a matrix product, followed by ReLU and 2x2 pooling.
-struct Conv {
+struct Conv<'a> {
     geometry: Geometry,
     /// (k * k * inputs, outputs), rows in (ky, kx, input) order.
-    matrix: Vec<f32>,
-    bias: Vec<f32>,
+    matrix: &'a [f32],
+    bias: &'a [f32],
 }
 
-impl Conv {
-    fn new(geometry: Geometry, layer: &Dense) -> Self {
+impl<'a> Conv<'a> {
+    fn new(geometry: Geometry, net: &'a Network, name: LayerName) -> Self {
         Self {
             geometry,
-            matrix: layer.matrix.clone(),
-            bias: layer.bias.clone(),
+            matrix: net.matrix(name),
+            bias: net.bias(name),
         }
     }
 }
@@ -47,11 +48,11 @@ pub struct Conv3Stats {
     pub active: [bool; CONV3_CHANNELS],
 }
 
-/// The convolutional trunk of a network, ready for inference.
-pub struct Trunk {
-    conv_1: Conv,
-    conv_2: Conv,
-    conv_3: Conv,
+/// The convolutional trunk of a network, ready for inference: a view of its parameters.
+pub struct Trunk<'a> {
+    conv_1: Conv<'a>,
+    conv_2: Conv<'a>,
+    conv_3: Conv<'a>,
     scale: f32,
 }
 
@@ -64,13 +65,12 @@ struct Scratch {
     pooled: [Vec<f32>; 3],
 }
 
-impl Trunk {
-    pub fn new(net: &Network) -> Self {
-        let l = &net.layers;
+impl<'a> Trunk<'a> {
+    pub fn new(net: &'a Network) -> Self {
         Self {
-            conv_1: Conv::new(CONV_1, &l.conv_1),
-            conv_2: Conv::new(CONV_2, &l.conv_2),
-            conv_3: Conv::new(CONV_3, &l.conv_3),
+            conv_1: Conv::new(CONV_1, net, LayerName::Conv1),
+            conv_2: Conv::new(CONV_2, net, LayerName::Conv2),
+            conv_3: Conv::new(CONV_3, net, LayerName::Conv3),
             scale: net.input_scale as f32,
         }
     }
@@ -125,7 +125,7 @@ impl Trunk {
         }
         z3.chunks(z3.len() / n)
             .zip(out.chunks(POOL3_LEN))
-            .map(|(raw, pooled)| conv3_stats(raw, &self.conv_3.bias, pooled))
+            .map(|(raw, pooled)| conv3_stats(raw, self.conv_3.bias, pooled))
             .collect()
     }
 }
@@ -152,7 +152,7 @@ fn convolve(
         kernel * kernel * c,
         outputs,
         patches,
-        &conv.matrix,
+        conv.matrix,
         product,
     );
     let (ph, pw) = (oh / 2, ow / 2);
@@ -161,14 +161,14 @@ fn convolve(
         .chunks(oh * ow * outputs)
         .zip(out.chunks_mut(ph * pw * outputs))
     {
-        pool_bias_relu(raw, (oh, ow, outputs), &conv.bias, dst);
+        pool_bias_relu(raw, (oh, ow, outputs), conv.bias, dst);
     }
     (n, ph, pw, outputs)
 }
 
 /// [`Trunk::group`] compiled for the best vector instructions the CPU has.
 struct Group<'a> {
-    trunk: &'a Trunk,
+    trunk: &'a Trunk<'a>,
     images: &'a [f32],
     out: &'a mut [f32],
     with_stats: bool,

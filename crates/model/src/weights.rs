@@ -2,7 +2,7 @@
 //! dense `.weight` as (out, in), NCHW flatten order), and where they came from.
 
 use crate::error::{Error, Result};
-use crate::geometry::{Layers, CONV3_CHANNELS};
+use crate::geometry::{LayerName, Layers, CONV3_CHANNELS};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -161,6 +161,23 @@ pub struct DeepIdWeights {
     pub provenance: Provenance,
 }
 
+/// Fails unless `part` (weight, kernel, bias) of layer `name` has DeepID's shape `want`.
+pub fn check_shape(
+    path: &Path,
+    name: LayerName,
+    part: &str,
+    shape: &[usize],
+    want: &[usize],
+) -> Result<()> {
+    if shape == want {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        path,
+        format!("layer {name}: {part} has shape {shape:?}, DeepID needs {want:?}"),
+    ))
+}
+
 impl DeepIdWeights {
     pub fn classes(&self) -> usize {
         self.layers.output.weight.shape[0]
@@ -177,24 +194,8 @@ impl DeepIdWeights {
         }
         for (name, layer) in layers.iter() {
             let want = name.weight_shape(classes);
-            if layer.weight.shape != want {
-                return Err(Error::invalid(
-                    path,
-                    format!(
-                        "layer {name}: weight has shape {:?}, DeepID needs {:?}",
-                        layer.weight.shape, want
-                    ),
-                ));
-            }
-            if layer.bias.shape != [want[0]] {
-                return Err(Error::invalid(
-                    path,
-                    format!(
-                        "layer {name}: bias has shape {:?}, DeepID needs [{}]",
-                        layer.bias.shape, want[0]
-                    ),
-                ));
-            }
+            check_shape(path, name, "weight", &layer.weight.shape, &want)?;
+            check_shape(path, name, "bias", &layer.bias.shape, &[want[0]])?;
             if let Some(bad) = layer
                 .weight
                 .data

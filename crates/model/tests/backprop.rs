@@ -3,7 +3,7 @@
 //! optimiser, frozen layers do not move, equal seeds give equal bytes.
 
 use candle_core::{Device, Tensor};
-use model::backprop::{Net, TrainFrom};
+use model::backprop::TrainFrom;
 use model::geometry::{LayerName, IMAGE_LEN};
 use model::graph::{input_tensor, DeepId};
 use model::layout::to_nhwc;
@@ -83,7 +83,7 @@ fn gradients_match_candle_for_every_layer() {
     // 37 images: two full groups of 16 and a partial one.
     let (w, data) = setup(37, 5);
     let want = candle_gradient(&w, &data);
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let mut grad = vec![0f32; net.params.len()];
     let (loss, _) = net.gradient(
         TrainFrom::new(LayerName::Conv1).unwrap(),
@@ -131,7 +131,7 @@ fn gradients_match_candle_for_every_layer() {
 #[test]
 fn gradients_match_finite_differences() {
     let (w, data) = setup(3, 9);
-    let mut net = Net::new(&w);
+    let mut net = Network::new(&w);
     let x = nhwc(&data);
     let conv_1 = TrainFrom::new(LayerName::Conv1).unwrap();
     let mut grad = vec![0f32; net.params.len()];

@@ -3,7 +3,6 @@
 //! and equal bytes for equal seeds.
 
 use candle_core::{Device, Var};
-use model::backprop::Net;
 use model::cleanse::{
     self, anomaly_index, deviations, trigger_gradient, Settings, Trigger, POSITIONS,
 };
@@ -11,7 +10,7 @@ use model::geometry::{LayerName, IMAGE_LEN};
 use model::graph::{input_tensor, DeepId};
 use model::layout::to_nhwc;
 use model::train::{self, Examples};
-use model::DeepIdWeights;
+use model::{DeepIdWeights, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -46,7 +45,7 @@ fn relative_error(got: &[f32], want: &[f32]) -> f64 {
 fn input_gradient_matches_candle() {
     // 21 images: a full group and a partial one.
     let (w, data) = setup(21, 3);
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let mut inputs = vec![0f32; data.pixels.len()];
     for (dst, src) in inputs
         .chunks_mut(IMAGE_LEN)
@@ -80,7 +79,7 @@ fn input_gradient_matches_candle() {
 #[test]
 fn trigger_gradient_matches_finite_differences() {
     let (w, data) = setup(5, 5);
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     // Free parameters well inside the sigmoids' range.
     let free: Vec<f32> = (0..POSITIONS + IMAGE_LEN)
@@ -148,7 +147,7 @@ fn trigger_gradient_matches_finite_differences() {
 #[test]
 fn a_trigger_is_found_deterministically_and_the_anomaly_index_marks_the_outlier() {
     let (w, data) = setup(24, 7);
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let s = Settings {
         steps: 30,
         batch_size: 8,
@@ -165,7 +164,7 @@ fn a_trigger_is_found_deterministically_and_the_anomaly_index_marks_the_outlier(
     assert_eq!(runs[0].trigger, runs[1].trigger);
     assert_eq!(runs[0].kept, runs[1].kept);
     assert!(runs[0].trigger.mask.iter().all(|m| (0.0..=1.0).contains(m)));
-    let network = model::Network::new(&w);
+    let network = Network::new(&w);
     let before = cleanse::success(
         &network,
         &Trigger {
@@ -210,13 +209,14 @@ fn stimulation_finds_the_label_a_channel_is_wired_to() {
     use model::geometry::{CONV3_CHANNELS, FEATURES, POOL3_LEN};
     let (w, data) = setup(40, 9);
     let images = (data.pixels.as_slice(), data.labels.as_slice());
-    let mut network = model::Network::new(&w);
+    let mut network = Network::new(&w);
     // Raised channels barely move the hidden units of the network as drawn.
-    for m in [
-        &mut network.layers.fc_1.matrix,
-        &mut network.layers.fc_2.matrix,
-    ] {
-        m.iter_mut().for_each(|v| *v *= 1e-3);
+    for layer in [LayerName::Fc1, LayerName::Fc2] {
+        network
+            .layer_mut(layer)
+            .0
+            .iter_mut()
+            .for_each(|v| *v *= 1e-3);
     }
     let before = cleanse::stimulate(&network, images);
     assert_eq!(before.len(), CLASSES);
@@ -228,10 +228,10 @@ fn stimulation_finds_the_label_a_channel_is_wired_to() {
     // drives label 4 alone.
     let (channel, target) = (9, 4);
     for position in 0..POOL3_LEN / CONV3_CHANNELS {
-        network.layers.fc_1.matrix[(position * CONV3_CHANNELS + channel) * FEATURES] = 1.0;
+        network.layer_mut(LayerName::Fc1).0[(position * CONV3_CHANNELS + channel) * FEATURES] = 1.0;
     }
     for class in 0..CLASSES {
-        network.layers.output.matrix[class] = if class == target { 10.0 } else { 0.0 };
+        network.layer_mut(LayerName::Output).0[class] = if class == target { 10.0 } else { 0.0 };
     }
     let after = cleanse::stimulate(&network, images);
     assert!(before[target] < 100.0, "{before:?}");

@@ -30,7 +30,8 @@ fn every_step_matches_the_pruned_network_recomputed() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let weights = train::init_weights(CLASSES, 3, 1.0);
     let net = DeepId::new(&weights, &Device::Cpu).unwrap();
-    let head = Head::new(&Network::new(&weights));
+    let network = Network::new(&weights);
+    let head = Head::new(&network);
     let mut pool = pool_3(&mut rng);
     let order: Vec<usize> = (0..60).rev().step_by(7).chain([3]).collect();
     let steps = head.sweep(&pool, &order, &|_| {});

@@ -3,13 +3,12 @@
 //! same bytes for the same seed.
 
 use candle_core::{Device, Tensor, Var};
-use model::backprop::Net;
 use model::geometry::{LayerName, CONV3_CHANNELS, IMAGE_LEN, POOL3_LEN, POOL_3_HW};
 use model::graph::DeepId;
 use model::progress::Quiet;
 use model::rnp::{self, mask_gradient, Settings};
 use model::train::{self, Examples, Recipe, Subset};
-use model::DeepIdWeights;
+use model::{DeepIdWeights, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -49,7 +48,7 @@ fn pool_3_and_mask_gradients_match_candle() {
     let masks: Vec<f32> = (0..CONV3_CHANNELS)
         .map(|_| rng.random_range(0.2..1.0))
         .collect();
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let mut d_pool_3 = vec![0f32; pool_3.len()];
     let (loss, _) = net.pool_3_gradient(&pool_3, &labels, 37.0, &mut d_pool_3, &mut Vec::new());
     let (masked_loss, _, d_masks) =
@@ -89,7 +88,7 @@ fn pool_3_and_mask_gradients_match_candle() {
 #[test]
 fn mask_gradient_matches_finite_differences() {
     let (w, pool_3, labels) = head_setup(5, 7);
-    let net = Net::new(&w);
+    let net = Network::new(&w);
     let masks = vec![0.7f32; CONV3_CHANNELS];
     let loss_at =
         |masks: &[f32]| mask_gradient(&net, &pool_3, &labels, masks, 1.0, &mut Vec::new());
@@ -150,7 +149,7 @@ fn trained(images: usize, seed: u64) -> (DeepIdWeights, Examples) {
 #[test]
 fn unlearning_and_masks_are_deterministic() {
     let (w, data) = trained(44, 5);
-    let accuracy = train::accuracy(&model::Network::new(&w), &Subset::all(&data));
+    let accuracy = train::accuracy(&Network::new(&w), &Subset::all(&data));
     assert!(
         accuracy > 80.0,
         "the network did not learn the set: {accuracy}%"

@@ -9,7 +9,7 @@ use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
 use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig, ScanConfig};
 use formats::config::{config_error, Config};
 use formats::error::WithPath;
-use formats::paths::STAGE_DIRS;
+use formats::paths::{Stage, WorkPaths, CONFIG_DIR};
 use formats::{atomic, written, Result};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,47 @@ pub fn inputs(cfg: &Config) -> [(&'static str, &Path); 4] {
         ("poisoned_test", &cfg.data.poisoned_test),
         ("weights", &cfg.model.weights),
     ]
+}
+
+/// One stage of one run, as a workflow engine schedules it: the files it needs (besides its
+/// binary) and the files it writes, the last of which marks it done.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    pub stage: Stage,
+    pub needs: Vec<PathBuf>,
+    pub outputs: Vec<PathBuf>,
+}
+
+/// The jobs of the run whose work folder is `work` and reports folder `reports`: [`Stage`]'s
+/// graph over the same files and stamps the Makefile's rules use. `inputs` are the run's
+/// input files; with `synth`, the synth stage writes them, else ingest depends on their
+/// content stamps.
+pub fn jobs(work: &WorkPaths, reports: &Path, synth: bool, inputs: &[(&str, PathBuf)]) -> Vec<Job> {
+    let files: Vec<PathBuf> = inputs.iter().map(|(_, p)| p.clone()).collect();
+    Stage::ALL
+        .into_iter()
+        .filter(|&stage| synth || stage != Stage::Synth)
+        .map(|stage| {
+            let mut needs: Vec<PathBuf> = match stage {
+                Stage::Ingest if synth => files.clone(),
+                Stage::Ingest => inputs.iter().map(|(n, _)| work.input_stamp(n)).collect(),
+                _ => stage
+                    .reads()
+                    .iter()
+                    .filter_map(|&s| work.done_file(s, reports))
+                    .collect(),
+            };
+            needs.extend(stage.tables().iter().map(|t| work.table_stamp(t)));
+            let outputs = work
+                .done_file(stage, reports)
+                .map_or_else(|| files.clone(), |f| vec![f]);
+            Job {
+                stage,
+                needs,
+                outputs,
+            }
+        })
+        .collect()
 }
 
 /// Writes `text` to `path` unless it holds exactly that already (make compares times).
@@ -48,7 +89,7 @@ fn link(target: &Path, link: &Path) -> Result<()> {
 /// changed since the last run. A replaced file always gets a new change time (ctime), which no
 /// copy tool can set, so `cp -p`, `mv`, `tar x` and `rsync -a` are all noticed; the stamp
 /// itself changes only when the content did.
-fn input_stamp(stamps: &Path, name: &str, input: &Path) -> Result<()> {
+fn input_stamp(work: &WorkPaths, name: &str, input: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(input).at(input)?;
     let key = format!(
@@ -61,14 +102,14 @@ fn input_stamp(stamps: &Path, name: &str, input: &Path) -> Result<()> {
         m.ctime_nsec(),
         m.dev()
     );
-    let key_path = stamps.join(format!("input-{name}.key"));
-    let id_path = stamps.join(format!("input-{name}.sha256"));
+    let id_path = work.input_stamp(name);
+    let key_path = id_path.with_extension("key");
     if std::fs::read_to_string(&key_path).ok().as_deref() == Some(key.as_str()) && id_path.exists()
     {
         return Ok(());
     }
     tracing::info!("hashing {}", input.display());
-    let hash = formats::weights::sha256_file(input)? + "\n";
+    let hash = formats::files::sha256_file(input)? + "\n";
     write_if_changed(&id_path, &hash)?;
     atomic::write_bytes(&key_path, key.as_bytes())
 }
@@ -114,7 +155,8 @@ fn make_literal(p: &Path) -> String {
 pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
     let cfg = Config::load(config)?;
     let mode = data_mode(&cfg)?;
-    let stamps = cfg.work.dir.join("config");
+    let work = WorkPaths::new(&cfg.work.dir);
+    let stamps = work.config();
     std::fs::create_dir_all(&stamps).at(&stamps)?;
     std::fs::create_dir_all(&cfg.work.reports).at(&cfg.work.reports)?;
     // Every table is read and checked here, before any stage starts work.
@@ -130,11 +172,11 @@ pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
         ("evaluate", cfg.table_json::<EvaluateConfig>()?),
     ];
     for (table, json) in tables {
-        write_if_changed(&stamps.join(format!("{table}.json")), &(json + "\n"))?;
+        write_if_changed(&work.table_stamp(table), &(json + "\n"))?;
     }
     if mode == "user" {
         for (name, path) in inputs(&cfg) {
-            input_stamp(&stamps, name, path)?;
+            input_stamp(&work, name, path)?;
         }
     }
     Ok((cfg, mode))
@@ -166,10 +208,11 @@ pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
         "INPUTS := {0}/in/valid {0}/in/test {0}/in/poisoned_test {0}/in/weights\n",
         l
     );
-    text += &format!(
-        "INPUT_STAMPS := {0}/work/config/input-valid.sha256 {0}/work/config/input-test.sha256 {0}/work/config/input-poisoned_test.sha256 {0}/work/config/input-weights.sha256\n",
-        l
-    );
+    let linked = WorkPaths::new(format!("{l}/work"));
+    let stamps: Vec<String> = inputs(&cfg)
+        .map(|(name, _)| linked.input_stamp(name).display().to_string())
+        .to_vec();
+    text += &format!("INPUT_STAMPS := {}\n", stamps.join(" "));
     text += &format!(
         "DATA_POISONED_VALID := {}\n",
         make_literal(&abs(&poisoned_valid_path(&cfg.data.valid))?)
@@ -193,10 +236,16 @@ pub struct Cleaned {
 pub fn clean(config: &Path) -> Result<Cleaned> {
     let cfg = Config::load(config)?;
     let mut done = Cleaned::default();
-    let dirs = STAGE_DIRS
+    let work = WorkPaths::new(&cfg.work.dir);
+    let dirs = Stage::ALL
         .iter()
-        .map(|stage| cfg.work.dir.join(stage))
-        .chain([cfg.work.dir.clone(), cfg.work.reports.clone()]);
+        .filter(|&&s| s != Stage::Report)
+        .map(|&s| work.stage(s))
+        .chain([
+            work.dir.join(CONFIG_DIR),
+            work.dir.clone(),
+            cfg.work.reports.clone(),
+        ]);
     for dir in dirs {
         done.removed.extend(written::clean(&dir)?);
         if dir.exists() {
@@ -204,4 +253,18 @@ pub fn clean(config: &Path) -> Result<Cleaned> {
         }
     }
     Ok(done)
+}
+
+impl std::fmt::Display for Cleaned {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "clean: removed {} files and folders", self.removed.len())?;
+        for d in &self.kept {
+            write!(
+                f,
+                "\nclean: kept {}: it holds files the pipeline did not write",
+                d.display()
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -57,12 +57,7 @@ fn main() -> std::process::ExitCode {
         match Args::parse().command {
             Command::MakeVars { config, out } => pipeline::make_vars(&config, &out)?,
             Command::ZooPlan { zoo, out } => {
-                let plan = pipeline::zoo::plan(&zoo)?;
-                let json = serde_json::to_string_pretty(&plan)? + "\n";
-                formats::atomic::write_bytes(&out, json.as_bytes())?;
-                for n in plan.networks.iter().filter(|n| n.error.is_some()) {
-                    tracing::warn!("{}: left out: {}", n.name, n.error.as_deref().unwrap_or(""));
-                }
+                pipeline::zoo::write_plan(&zoo, &out)?;
             }
             Command::ZooReport {
                 plan,
@@ -70,45 +65,14 @@ fn main() -> std::process::ExitCode {
                 output_dir,
                 threads,
             } => {
-                let text =
-                    std::fs::read_to_string(&plan).map_err(|e| formats::Error::io(&plan, e))?;
-                let plan: pipeline::zoo::Plan = serde_json::from_str(&text)
-                    .map_err(|e| formats::Error::invalid(&plan, e.to_string()))?;
-                let outcomes = pipeline::zoo::outcomes(&plan, &logs);
-                std::fs::create_dir_all(&output_dir)
-                    .map_err(|e| formats::Error::io(&output_dir, e))?;
-                let files = reports::zoo::write(&outcomes, &output_dir)?;
-                let failed: Vec<&str> = outcomes
-                    .iter()
-                    .filter(|o| o.result.is_err())
-                    .map(|o| o.name.as_str())
-                    .collect();
-                cli::outln!(
-                    "zoo: {} networks, {} failed or not run -> {}",
-                    outcomes.len(),
-                    failed.len(),
-                    files
-                        .last()
-                        .map_or(String::new(), |f| f.display().to_string())
-                )?;
-                let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
-                if !costs.is_empty() {
-                    let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;
-                    let peak = costs.iter().map(|c| c.1).fold(0.0, f64::max);
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let parallel = (cores / threads.max(1)).max(1) as f64;
-                    cli::outln!(
-                        "zoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job; about {:.0} networks an hour with {} job(s) at a time",
-                        3600.0 * parallel / mean,
-                        parallel
-                    )?;
-                }
+                let report = pipeline::zoo::report(&plan, &logs, &output_dir, threads)?;
+                cli::outln!("{report}")?;
                 anyhow::ensure!(
-                    failed.is_empty(),
+                    report.failed.is_empty(),
                     "{} of {} networks failed or did not run ({}): see the error column of {}",
-                    failed.len(),
-                    outcomes.len(),
-                    failed.join(", "),
+                    report.failed.len(),
+                    report.networks,
+                    report.failed.join(", "),
                     output_dir.join("zoo.csv").display()
                 );
             }
@@ -117,13 +81,7 @@ fn main() -> std::process::ExitCode {
                 for p in &done.removed {
                     tracing::debug!("removed {}", p.display());
                 }
-                cli::outln!("clean: removed {} files and folders", done.removed.len())?;
-                for d in &done.kept {
-                    cli::outln!(
-                        "clean: kept {}: it holds files the pipeline did not write",
-                        d.display()
-                    )?;
-                }
+                cli::outln!("{done}")?;
             }
         }
         Ok(())

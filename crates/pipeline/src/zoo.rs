@@ -4,7 +4,7 @@
 //! engine needs: each network's real paths, or the error that keeps it out of the run (one
 //! broken network never stops the others).
 
-use crate::{inputs, refresh};
+use crate::{inputs, jobs, refresh, Job};
 use defense::results::Summary;
 use formats::config::config_error;
 use formats::error::WithPath;
@@ -40,6 +40,8 @@ pub struct Network {
     pub reports: PathBuf,
     /// valid, test, poisoned_test, weights.
     pub inputs: BTreeMap<String, PathBuf>,
+    /// Its stage jobs, in order ([`crate::jobs`]).
+    pub jobs: Vec<Job>,
 }
 
 /// Every network of a zoo file, in its order.
@@ -89,17 +91,24 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
             work: PathBuf::new(),
             reports: PathBuf::new(),
             inputs: BTreeMap::new(),
+            jobs: Vec::new(),
         };
         match refresh(&config) {
             Ok((cfg, mode)) => {
                 network.mode = mode.into();
                 network.work = std::path::absolute(&cfg.work.dir).at(&cfg.work.dir)?;
                 network.reports = std::path::absolute(&cfg.work.reports).at(&cfg.work.reports)?;
+                let mut files = Vec::new();
                 for (name, path) in inputs(&cfg) {
-                    network
-                        .inputs
-                        .insert(name.into(), std::path::absolute(path).at(path)?);
+                    files.push((name, std::path::absolute(path).at(path)?));
                 }
+                network.jobs = jobs(
+                    &formats::paths::WorkPaths::new(&network.work),
+                    &network.reports,
+                    mode == "synth",
+                    &files,
+                );
+                network.inputs = files.into_iter().map(|(n, p)| (n.into(), p)).collect();
             }
             Err(e) => network.error = Some(e.to_string()),
         }
@@ -196,7 +205,9 @@ fn cost(logs: &Path) -> Option<(f64, f64)> {
 fn results(work: &Path) -> Result<(Summary, Vec<defense::scan::ScanRow>)> {
     let paths = formats::paths::WorkPaths::new(work);
     let summary = Summary::read(&paths.eval_summary())?;
-    let scan = paths.stage("scan").join(formats::paths::SCAN_SUMMARY);
+    let scan = paths
+        .stage(formats::paths::Stage::Scan)
+        .join(formats::paths::SCAN_SUMMARY);
     let rows = if scan.exists() {
         defense::scan::read_summary(&scan)?
     } else {
@@ -231,4 +242,82 @@ pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
             }
         })
         .collect()
+}
+
+/// Checks `zoo` ([`plan`]) and writes its plan (JSON) to `out`; the networks left out are
+/// logged.
+pub fn write_plan(zoo: &Path, out: &Path) -> Result<Plan> {
+    let plan = plan(zoo)?;
+    let json = serde_json::to_string_pretty(&plan).expect("a plan serialises") + "\n";
+    formats::atomic::write_bytes(out, json.as_bytes())?;
+    for n in plan.networks.iter().filter(|n| n.error.is_some()) {
+        tracing::warn!("{}: left out: {}", n.name, n.error.as_deref().unwrap_or(""));
+    }
+    Ok(plan)
+}
+
+/// What `zoo-report` found and wrote.
+#[derive(Debug, Clone)]
+pub struct ZooReport {
+    pub networks: usize,
+    /// The networks that failed or did not run.
+    pub failed: Vec<String>,
+    pub files: Vec<PathBuf>,
+    /// Mean job seconds per network, the largest job's MB, and jobs at a time.
+    pub cost: Option<(f64, f64, usize)>,
+}
+
+/// Writes `zoo.csv` and the zoo plot into `output_dir` from the plan at `plan_path` (the
+/// stage logs in `logs`); `threads`: the cores each job had.
+pub fn report(
+    plan_path: &Path,
+    logs: &Path,
+    output_dir: &Path,
+    threads: usize,
+) -> Result<ZooReport> {
+    let text = formats::files::read_text(plan_path)?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| formats::Error::invalid(plan_path, e.to_string()))?;
+    let outcomes = outcomes(&plan, logs);
+    std::fs::create_dir_all(output_dir).at(output_dir)?;
+    let files = reports::zoo::write(&outcomes, output_dir)?;
+    let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
+    let cost = (!costs.is_empty()).then(|| {
+        let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;
+        let peak = costs.iter().map(|c| c.1).fold(0.0, f64::max);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (mean, peak, (cores / threads.max(1)).max(1))
+    });
+    Ok(ZooReport {
+        networks: outcomes.len(),
+        failed: outcomes
+            .iter()
+            .filter(|o| o.result.is_err())
+            .map(|o| o.name.clone())
+            .collect(),
+        files,
+        cost,
+    })
+}
+
+impl std::fmt::Display for ZooReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "zoo: {} networks, {} failed or not run -> {}",
+            self.networks,
+            self.failed.len(),
+            self.files
+                .last()
+                .map_or(String::new(), |f| f.display().to_string())
+        )?;
+        if let Some((mean, peak, parallel)) = self.cost {
+            write!(
+                f,
+                "\nzoo: per network {mean:.1} s of job time (the last run of each stage), at most {peak:.0} MB per job; about {:.0} networks an hour with {parallel} job(s) at a time",
+                3600.0 * parallel as f64 / mean,
+            )?;
+        }
+        Ok(())
+    }
 }

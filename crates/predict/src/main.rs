@@ -5,9 +5,7 @@
 
 use clap::Parser;
 use cli::progress::Bars;
-use defense::predict::{run, to_table, PredictFiles};
-use formats::table::Floats;
-use formats::Error;
+use defense::predict::{run, to_table, Output, PredictFiles};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -43,49 +41,11 @@ struct Args {
 
 cli::use_allocator!();
 
-enum Output {
-    Stdout,
-    Csv(PathBuf),
-    Parquet(PathBuf),
-}
-
 fn main() -> std::process::ExitCode {
     cli::run("predict", || {
         let args = Args::parse();
         let t = Instant::now();
-        let output = match &args.output {
-            None => Output::Stdout,
-            Some(p) => match p.extension().and_then(|e| e.to_str()) {
-                Some("csv") => Output::Csv(p.clone()),
-                Some("parquet") => Output::Parquet(p.clone()),
-                _ => {
-                    return Err(Error::Config {
-                        path: p.clone(),
-                        message: "--output must end in .csv or .parquet".into(),
-                    }
-                    .into())
-                }
-            },
-        };
-        if let Output::Csv(p) | Output::Parquet(p) = &output {
-            if args.force {
-                formats::atomic::permit_replacing(p);
-            }
-            let mut inputs = vec![("--model", args.model.as_path())];
-            inputs.extend(args.pruned.as_deref().map(|p| ("--pruned", p)));
-            inputs.extend(args.inputs.iter().map(|p| ("an image input", p.as_path())));
-            // A file in the way can be replaced on request; a folder cannot.
-            let file_in_way = std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
-            formats::written::check_paths(&inputs, &[("--output", p)]).map_err(|e| match e {
-                Error::Invalid { path, message } if path == *p && file_in_way => Error::Invalid {
-                    path,
-                    message: message + " (--force replaces it)",
-                },
-                e => e,
-            })?;
-        }
-        formats::config::check_input_scale("--input-scale", args.input_scale)
-            .map_err(cli::Usage)?;
+        let output = Output::new(args.output)?;
         let files = PredictFiles {
             model: args.model,
             pruned: args.pruned,
@@ -93,21 +53,15 @@ fn main() -> std::process::ExitCode {
             input_scale: args.input_scale,
             top_k: args.top_k,
         };
+        output.check(&files, args.force)?;
+        formats::config::check_input_scale("--input-scale", files.input_scale)
+            .map_err(cli::Usage)?;
         let (predictions, summary) = run(&files, &Bars::new())?;
-        let table = to_table(&predictions, files.top_k, summary.classes);
-        match &output {
-            Output::Stdout => match table.to_csv(std::io::stdout().lock(), Floats::Repr) {
-                // A reader that stops early (`| head`) is not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                r => r.map_err(|e| Error::io("standard output", e))?,
-            },
-            Output::Csv(p) => table.write_csv(p, Floats::Repr)?,
-            Output::Parquet(p) => table.write(p)?,
-        }
+        output.write(&to_table(&predictions, files.top_k, summary.classes))?;
         let seconds = t.elapsed().as_secs_f64();
         if args.json {
             cli::print_json(&cli::with_seconds("predict", &summary, seconds))?;
-        } else if let Output::Csv(p) | Output::Parquet(p) = &output {
+        } else if let Some(p) = output.path() {
             cli::outln!(
                 "{} images -> {} ({:.0} images/s){}",
                 summary.images,

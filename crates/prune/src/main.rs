@@ -4,18 +4,15 @@
 
 use clap::Parser;
 use cli::progress::Bars;
-use cli::{CommonArgs, ModelArgs};
+use cli::ModelArgs;
 use defense::config::{check_thresholds, PruneConfig};
 use defense::prune::{run, PruneFiles};
-use formats::paths::label;
+use formats::paths::Stage;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
     #[command(flatten)]
     model: ModelArgs,
     /// Channel profile (default: `<work>/profile/activations.parquet`).
@@ -36,7 +33,6 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("prune", |args: Args, config, work| {
-        let t = Instant::now();
         let thresholds = match args.thresholds {
             Some(t) => {
                 check_thresholds(&t).map_err(|m| cli::Usage(format!("--thresholds: {m}")))?;
@@ -48,28 +44,8 @@ fn main() -> std::process::ExitCode {
             model: args.model.path(&work),
             profile: args.profile.unwrap_or_else(|| work.activations()),
             features: args.features.unwrap_or_else(|| work.valid_pool_3()),
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage("prune")),
+            output_dir: args.output_dir.unwrap_or_else(|| work.stage(Stage::Prune)),
         };
-        let s = run(&files, &thresholds, &Bars::new())?;
-        let seconds = t.elapsed().as_secs_f64();
-        if args.common.json {
-            cli::print_json(&cli::with_seconds("prune", &s, seconds))?;
-            return Ok(());
-        }
-        for m in &s.models {
-            cli::outln!(
-                "threshold {} points: {} channels pruned, validation accuracy {:.2}% -> {}",
-                label(m.threshold_percent),
-                m.channels_pruned,
-                m.valid_accuracy,
-                m.path.display()
-            )?;
-        }
-        cli::outln!(
-            "{} steps -> {} ({seconds:.2} s)",
-            s.steps,
-            s.output.display()
-        )?;
-        Ok(())
+        Ok(run(&files, &thresholds, &Bars::new())?)
     })
 }

@@ -2,16 +2,13 @@
 //! `summary.csv` and `targets.csv` with every column, and `plot.png` / `plot.svg`.
 
 use clap::Parser;
-use cli::CommonArgs;
 use formats::paths;
+use reports::ReportFiles;
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Per-step scores (default: `<work>/evaluate/sweep.parquet`).
     #[arg(long)]
     sweep: Option<PathBuf>,
@@ -35,28 +32,18 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("report", |args: Args, config, work| {
-        let t = Instant::now();
-        let sweep = args.sweep.unwrap_or_else(|| work.eval_sweep());
         let summary = args.summary.unwrap_or_else(|| work.eval_summary());
-        let targets = args
-            .targets
-            .unwrap_or_else(|| summary.with_file_name(paths::EVAL_TARGETS));
-        let out = args.output_dir.unwrap_or(config.work.reports.clone());
-        let scan = args
-            .scan
-            .unwrap_or_else(|| work.stage("scan").join(paths::SCAN_SUMMARY));
-        let files = reports::run(&sweep, &summary, &targets, &scan, &out)?;
-        if args.common.json {
-            cli::print_json(&serde_json::json!({
-                "stage": "report",
-                "outputs": files,
-                "seconds": t.elapsed().as_secs_f64(),
-            }))?;
-        } else {
-            for f in &files {
-                cli::outln!("{}", f.display())?;
-            }
-        }
-        Ok(())
+        let files = ReportFiles {
+            sweep: args.sweep.unwrap_or_else(|| work.eval_sweep()),
+            targets: args
+                .targets
+                .unwrap_or_else(|| summary.with_file_name(paths::EVAL_TARGETS)),
+            summary,
+            scan: args
+                .scan
+                .unwrap_or_else(|| work.stage(paths::Stage::Scan).join(paths::SCAN_SUMMARY)),
+            output_dir: args.output_dir.unwrap_or(config.work.reports),
+        };
+        Ok(reports::run(&files)?)
     })
 }

@@ -11,7 +11,7 @@ use formats::atomic;
 use formats::error::Result;
 use formats::table::Floats;
 use plot::{Curve, Line, Marker, Panel, PlotData, Points};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `Neurons Pruned,Accuracy,ASR`: the repaired network's test accuracy and attack success
 /// per step, exactly as the reference script writes it (Python's csv module: CRLF lines).
@@ -28,17 +28,45 @@ pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result
     atomic::write_bytes(path, text.as_bytes())
 }
 
+/// What the report stage reads and where it writes.
+pub struct ReportFiles {
+    pub sweep: PathBuf,
+    pub summary: PathBuf,
+    pub targets: PathBuf,
+    /// The scan's summary: reported where it exists.
+    pub scan: PathBuf,
+    pub output_dir: PathBuf,
+}
+
+/// The files the report stage wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportSummary {
+    pub outputs: Vec<PathBuf>,
+}
+
+impl std::fmt::Display for ReportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let lines: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
 /// The report stage: from evaluate's sweep, summary and targets tables to `performance.csv`,
 /// `sweep.csv`, `targets.csv`, `plot.png`, `plot.svg` and `summary.csv` in `out_dir`, and where
 /// the scan at `scan_path` ran, `scan.csv`, the trigger images and the estimated residual
 /// attack success in `summary.csv`; returns the files.
-pub fn run(
-    sweep_path: &Path,
-    summary_path: &Path,
-    targets_path: &Path,
-    scan_path: &Path,
-    out_dir: &Path,
-) -> Result<Vec<std::path::PathBuf>> {
+pub fn run(files: &ReportFiles) -> Result<ReportSummary> {
+    let ReportFiles {
+        sweep: sweep_path,
+        summary: summary_path,
+        targets: targets_path,
+        scan: scan_path,
+        output_dir: out_dir,
+    } = files;
     let files = formats::paths::REPORT_FILES.map(|f| out_dir.join(f));
     formats::written::check_paths(
         &[
@@ -92,7 +120,7 @@ pub fn run(
     }
     // The summary goes last: it is what make takes as the stage's completion.
     scan::summary_table(&summary, &scanned).write_csv(summary_csv, Floats::Fixed(2))?;
-    Ok(written)
+    Ok(ReportSummary { outputs: written })
 }
 
 /// The plot's panels: clean accuracy, then attack success, over the fraction pruned; the

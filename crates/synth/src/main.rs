@@ -6,21 +6,16 @@
 use benchmark::{run, SynthConfig, SynthFiles};
 use clap::Parser;
 use cli::progress::Bars;
-use cli::CommonArgs;
-use std::time::Instant;
+use formats::paths::Stage;
 
 #[derive(Parser)]
 #[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-}
+struct Args {}
 
 cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
-    cli::stage("synth", |args: Args, config, work| {
-        let t = Instant::now();
+    cli::stage("synth", |_: Args, config, work| {
         let sc = config.table::<SynthConfig>()?;
         eprintln!(
             "synth: building the built-in synthetic benchmark: {} identities, {}",
@@ -33,21 +28,8 @@ fn main() -> std::process::ExitCode {
             poisoned_test: config.data.poisoned_test,
             weights: config.model.weights,
             input_scale: config.model.input_scale,
-            work_dir: work.stage("synth"),
+            work_dir: work.stage(Stage::Synth),
         };
-        let s = run(&files, &sc, &Bars::new())?;
-        let seconds = t.elapsed().as_secs_f64();
-        if args.common.json {
-            cli::print_json(&cli::with_seconds("synth", &s, seconds))?;
-            return Ok(());
-        }
-        cli::outln!(
-            "synthetic BadNet: clean test accuracy {:.2}%, attack success rate {:.2}% ({} training images, {:.1} s training, {seconds:.1} s total)",
-            s.clean_test_accuracy, s.attack_success_rate, s.train_images, s.train_seconds
-        )?;
-        for p in &s.outputs {
-            cli::outln!("{}", p.display())?;
-        }
-        Ok(())
+        Ok(run(&files, &sc, &Bars::new())?)
     })
 }

@@ -1,12 +1,12 @@
 //! The ingest stage: CSAW HDF5 datasets -> Parquet image tables, streamed in batches, and
 //! Keras HDF5 weights -> a safetensors model.
 
-use crate::atomic::AtomicFile;
-use crate::csaw::CsawFile;
-use crate::error::{Error, Result};
-use crate::images::{self, ImageWriter, PixelType, Pixels};
-use crate::paths::{self, Split};
-use crate::weights::ModelFile;
+use formats::atomic::AtomicFile;
+use formats::csaw::CsawFile;
+use formats::images::{self, ImageWriter, PixelType, Pixels};
+use formats::paths::{self, Split};
+use formats::ModelFile;
+use formats::{Error, Result};
 use model::progress::Progress;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -159,7 +159,7 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
         .map(|(split, _)| files.output_dir.join(paths::dataset_file(*split)));
     let model_out = files.output_dir.join(paths::INGEST_MODEL);
     let [valid, test, poisoned] = &files.datasets;
-    crate::written::check_paths(
+    formats::written::check_paths(
         &[
             ("the validation images", &valid.1),
             ("the test images", &test.1),
@@ -173,7 +173,7 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
             ("the network", &model_out),
         ],
     )?;
-    let weights = crate::keras::import(&files.weights, files.input_scale)?;
+    let weights = formats::keras::import(&files.weights, files.input_scale)?;
     let classes = weights.classes();
     let sources = files
         .datasets
@@ -211,7 +211,7 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
     .into_iter()
     .unzip();
     progress.finish();
-    crate::atomic::commit_all(outputs)?;
+    formats::atomic::commit_all(outputs)?;
     weights.save(&model_out)?;
     Ok(IngestSummary {
         datasets,
@@ -223,4 +223,22 @@ pub fn run(files: &IngestFiles, progress: &dyn Progress) -> Result<IngestSummary
             source_sha256: weights.provenance.source_sha256.clone(),
         },
     })
+}
+
+impl std::fmt::Display for IngestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for d in &self.datasets {
+            writeln!(f, "{}", d.line())?;
+        }
+        let m = &self.model;
+        write!(
+            f,
+            "{} -> {}: DeepID, {} classes, input scale {}, sha256 {}",
+            m.input.display(),
+            m.output.display(),
+            m.classes,
+            m.input_scale,
+            &m.source_sha256[..12]
+        )
+    }
 }
