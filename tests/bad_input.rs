@@ -456,6 +456,23 @@ fn config_errors() {
         &["finetune.feature_shift", "reinit"],
     );
     expect_config_error("[bogus]\nx = 1\n", "ingest", &["unknown field `bogus`"]);
+    // The recipe's keys sit beside finetune's own: a misspelling of either is refused.
+    for key in ["stpes", "holdot"] {
+        expect_config_error(
+            &format!("[finetune]\nsteps = 5\n{key} = 1\n"),
+            "finetune",
+            &[
+                &format!("[finetune] unknown field `{key}`"),
+                "`steps`",
+                "`holdout`",
+            ],
+        );
+    }
+    expect_config_error(
+        "[finetune]\ntrain_from = \"conv3\"\n",
+        "finetune",
+        &["unknown variant `conv3`", "conv_3"],
+    );
 }
 
 #[test]

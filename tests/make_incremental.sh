@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
 source tests/tiny.sh
 # Sources this test edits, restored whatever happens.
-edited=(crates/reports/src/lib.rs crates/reports/src/text.rs)
+edited=(crates/render/src/lib.rs crates/render/src/text.rs)
 for f in "${edited[@]}"; do cp -p "$f" "$dir/$(basename "$f").orig"; done
 # A fresh time on what changed back, so cargo rebuilds from it.
 restore() { for f in "${edited[@]}"; do cmp -s "$dir/$(basename "$f").orig" "$f" || cp "$dir/$(basename "$f").orig" "$f"; done; }
@@ -35,10 +35,10 @@ done
 # Code edits (make builds first): a comment that leaves every binary as it was re-runs nothing;
 # a change to the report crate's code re-runs report alone, although cargo relinks other
 # binaries above that crate; undoing it re-runs report again.
-sed -i '1i // A comment line that changes no code.' crates/reports/src/text.rs
+sed -i '1i // A comment line that changes no code.' crates/render/src/text.rs
 [ -z "$(planned)" ] || fail "after a comment-only edit make plans: $(planned)"
-sed -i 's/"Pruning conv_3: clean accuracy and attack success"/"Pruning conv_3: clean accuracy and attack success (edited)"/' crates/reports/src/lib.rs
-grep -q '(edited)' crates/reports/src/lib.rs || fail "the plot title to edit is gone from crates/reports/src/lib.rs"
+sed -i 's/"Pruning conv_3: clean accuracy and attack success"/"Pruning conv_3: clean accuracy and attack success (edited)"/' crates/render/src/lib.rs
+grep -q '(edited)' crates/render/src/lib.rs || fail "the plot title to edit is gone from crates/render/src/lib.rs"
 [ "$(planned)" = "report" ] || fail "after an edit to the report crate make plans: $(planned)"
 make all CONFIG="$config" >/dev/null 2>&1 || fail "make all after the report edit"
 restore

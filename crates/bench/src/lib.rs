@@ -2,10 +2,10 @@
 //! CSAW layout), then every stage binary run as a child process and measured (wall seconds,
 //! peak resident memory, images per second).
 
-use benchmark::faces::{self, Identity, Pose};
+use badnets::faces::{self, Identity, Pose};
 use formats::csaw::{Batch, IMAGE_LEN};
 use formats::error::WithPath;
-use formats::{csaw, keras, Error, Result};
+use formats::{csaw, keras};
 use model::{train, Network};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -13,6 +13,9 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+mod error;
+pub use error::{Error, Result};
 
 /// Classes of the random DeepID used when no network is given, as in CSAW-HackML.
 pub const CLASSES: usize = 1283;
@@ -68,7 +71,7 @@ impl Inputs {
                 tracing::warn!("generating {}", path.display());
                 let out = formats::atomic::AtomicFile::new(path)?;
                 csaw::write_csaw(out.temp_path(), &faces(n, seed, trigger, &net), false)
-                    .map_err(|e| Error::hdf5(out.temp_path(), e))?;
+                    .map_err(|e| formats::Error::hdf5(out.temp_path(), e))?;
                 out.commit()?;
             }
         }
@@ -118,15 +121,17 @@ pub struct Measured {
 /// Wall seconds and peak RSS (MiB) of one child process, which must succeed.
 pub fn measure(cmd: &mut Command) -> Result<(f64, f64)> {
     let t = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Other(format!("starting {cmd:?}: {e}")))?;
+    let child = cmd.spawn().map_err(|source| Error::Start {
+        command: format!("{cmd:?}"),
+        source,
+    })?;
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     if !(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(Error::Other(format!("stage failed: {cmd:?}")));
+        let command = format!("{cmd:?}");
+        return Err(Error::Failed { command });
     }
     Ok((t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0))
 }
@@ -185,10 +190,11 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
     let work = dir.join("work");
     if work.exists() {
         if !work.join(MARKER).exists() {
-            return Err(Error::invalid(
+            return Err(formats::Error::invalid(
                 &work,
                 "exists and was not made by bench; choose another --dir",
-            ));
+            )
+            .into());
         }
         std::fs::remove_dir_all(&work).at(&work)?;
     }
@@ -212,7 +218,7 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
     let images_per_second_trained = || -> Result<Option<f64>> {
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&summary).at(&summary)?)
-                .map_err(|e| Error::invalid(&summary, e.to_string()))?;
+                .map_err(|e| formats::Error::invalid(&summary, e.to_string()))?;
         Ok(json["training_images_per_second"].as_f64())
     };
     let mut rows = Vec::new();
@@ -284,9 +290,9 @@ fn predict(bin: &Path, work: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Mea
         })
         .collect();
     fine_pruned.sort();
-    let pruned = fine_pruned
-        .first()
-        .ok_or_else(|| Error::invalid(&finetuned, "no fine-pruned network to predict with"))?;
+    let pruned = fine_pruned.first().ok_or_else(|| {
+        formats::Error::invalid(&finetuned, "no fine-pruned network to predict with")
+    })?;
     let (seconds, peak_rss_mib) = measure(
         Command::new(bin.join("predict"))
             .arg("--model")

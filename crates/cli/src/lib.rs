@@ -122,12 +122,11 @@ pub fn run(stage: &str, body: impl FnOnce() -> anyhow::Result<()>) -> std::proce
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let usage = e.downcast_ref::<Usage>().is_some();
-            let code = match e.downcast_ref::<Error>() {
-                Some(Error::Config { .. }) => 2,
-                _ if usage => 2,
-                _ => 1,
-            };
+            // A bad configuration is a usage error wherever in the chain a library wrapped it.
+            let usage = e.chain().any(|cause| {
+                cause.is::<Usage>() || matches!(cause.downcast_ref(), Some(Error::Config { .. }))
+            });
+            let code = if usage { 2 } else { 1 };
             // Not `eprintln!`, which panics when stderr is closed or full.
             let _ = writeln!(std::io::stderr(), "{stage}: error: {}", one_line(&e));
             std::process::ExitCode::from(code)

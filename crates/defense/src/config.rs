@@ -2,7 +2,7 @@
 //! `[evaluate]`.
 
 use formats::config::{check_count, check_rate, Table, MAX_BATCH, MAX_EPOCHS, MAX_STEPS};
-use model::train::{Optimizer, Recipe, Schedule, Select};
+use model::train::Recipe;
 use model::LayerName;
 use model::{cleanse, rnp};
 use serde::{Deserialize, Serialize};
@@ -228,20 +228,14 @@ impl Table for ScanConfig {
     }
 }
 
+/// `[finetune]`: the training recipe (its keys at the table's top level) and what
+/// fine-tuning does around it. Misspelt keys are refused by [`formats::config::Config::table`]
+/// (serde cannot deny unknown keys beside a flattened struct).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct FinetuneConfig {
-    /// Optimiser steps: the training length, whatever the size of the clean set.
-    pub steps: usize,
-    pub batch_size: usize,
-    pub optimizer: Optimizer,
-    pub learning_rate: f64,
-    pub schedule: Schedule,
-    /// Share of the steps spent warming up.
-    pub warmup: f64,
-    /// SGD only.
-    pub momentum: f64,
-    pub weight_decay: f64,
+    #[serde(flatten)]
+    pub recipe: Recipe,
     /// Layers drawn afresh before fine-tuning (Glorot uniform, zero bias; the output layer's
     /// draws scaled down, [`model::train::reinitialise`]); `["output"]` is the
     /// re-initialisation of feature-shift tuning.
@@ -249,35 +243,21 @@ pub struct FinetuneConfig {
     /// Feature-shift tuning's penalty weight alpha (0 = off): the re-initialised output layer
     /// is pushed away from B's and held at its norm ([`model::train::FeatureShift`]).
     pub feature_shift: f64,
-    /// The lowest layer trained; the layers below it stay as they are.
-    pub train_from: LayerName,
     /// Share of the validation data held out to watch (and with `select = "best"`, choose)
     /// the network; 0 trains on all of it.
     pub holdout: f64,
-    pub select: Select,
     /// Also fine-tune the unpruned network with the same recipe (the `fine_tuned` rows).
     pub unpruned: bool,
-    pub seed: u64,
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
-            steps: 600,
-            batch_size: 64,
-            optimizer: Optimizer::Adam,
-            learning_rate: 1e-3,
-            schedule: Schedule::Cosine,
-            warmup: 0.0,
-            momentum: 0.9,
-            weight_decay: 0.0,
+            recipe: Recipe::default(),
             reinit: vec![LayerName::Output],
             feature_shift: 0.0,
-            train_from: LayerName::Conv3,
             holdout: 0.1,
-            select: Select::Last,
             unpruned: true,
-            seed: 11,
         }
     }
 }
@@ -301,24 +281,6 @@ impl FinetuneConfig {
             2
         } else {
             1
-        }
-    }
-
-    /// The training recipe this table describes.
-    pub fn recipe(&self) -> Recipe {
-        Recipe {
-            steps: self.steps,
-            batch_size: self.batch_size,
-            optimizer: self.optimizer,
-            learning_rate: self.learning_rate,
-            schedule: self.schedule,
-            warmup: self.warmup,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            train_from: self.train_from,
-            select: self.select,
-            seed: self.seed,
-            feature_shift: None,
         }
     }
 }
@@ -398,9 +360,10 @@ impl Table for FinetuneConfig {
     const NAME: &'static str = "finetune";
 
     fn check(&self) -> Result<(), String> {
-        check_count("finetune.steps", self.steps, MAX_STEPS)?;
-        check_count("finetune.batch_size", self.batch_size, MAX_BATCH)?;
-        check_rate("finetune.learning_rate", self.learning_rate)?;
+        let recipe = &self.recipe;
+        check_count("finetune.steps", recipe.steps, MAX_STEPS)?;
+        check_count("finetune.batch_size", recipe.batch_size, MAX_BATCH)?;
+        check_rate("finetune.learning_rate", recipe.learning_rate)?;
         if !(0.0..=MAX_HOLDOUT).contains(&self.holdout) {
             return Err(format!(
                 "finetune.holdout must be in [0, {MAX_HOLDOUT}] (the rest of the validation set trains), got {}",
@@ -408,9 +371,9 @@ impl Table for FinetuneConfig {
             ));
         }
         for (key, v, top) in [
-            ("warmup", self.warmup, 1.0),
-            ("momentum", self.momentum, 1.0),
-            ("weight_decay", self.weight_decay, MAX_DECAY),
+            ("warmup", recipe.warmup, 1.0),
+            ("momentum", recipe.momentum, 1.0),
+            ("weight_decay", recipe.weight_decay, MAX_DECAY),
         ] {
             if !(v >= 0.0 && v < top) {
                 return Err(format!("finetune.{key} must be in [0, {top}), got {v}"));
@@ -427,10 +390,10 @@ impl Table for FinetuneConfig {
                 "finetune.feature_shift pushes a re-initialised output layer away from B's: add \"output\" to finetune.reinit".into(),
             );
         }
-        if self.train_from.conv().is_none() {
+        if recipe.train_from.conv().is_none() {
             return Err(format!(
                 "finetune.train_from must be conv_1, conv_2, conv_3 or conv_4, got {}",
-                self.train_from
+                recipe.train_from
             ));
         }
         Ok(())

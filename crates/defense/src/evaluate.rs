@@ -12,9 +12,10 @@ use crate::results::{
     Targets,
 };
 use crate::sweep::PruneSweep;
+use crate::Result;
 use formats::paths;
 use formats::source::Images;
-use formats::{ModelFile, Result};
+use formats::ModelFile;
 use model::head::Head;
 use model::metrics::accuracy;
 use model::progress::Progress;
@@ -281,6 +282,38 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     })
 }
 
+impl std::fmt::Display for EvaluateSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for r in &self.summary {
+            let threshold = r
+                .threshold_percent
+                .map(|t| format!("{t} points"))
+                .unwrap_or_default();
+            let flags = r
+                .scores
+                .flagged_poisoned
+                .map(|f| format!(", flags {f:.2}% of triggered images"));
+            writeln!(
+                f,
+                "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
+                r.network.as_str(),
+                r.channels_pruned,
+                r.scores.clean_test_accuracy,
+                r.scores.attack_success_rate,
+                flags.unwrap_or_default()
+            )?;
+        }
+        let [sweep, targets, summary] = &self.outputs;
+        write!(
+            f,
+            "-> {}, {}, {}",
+            sweep.display(),
+            targets.display(),
+            summary.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,37 +348,5 @@ mod tests {
             per_target(&poisoned, &[7; 7]),
             [want(3, 4, 0.0), want(7, 3, 100.0)]
         );
-    }
-}
-
-impl std::fmt::Display for EvaluateSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        for r in &self.summary {
-            let threshold = r
-                .threshold_percent
-                .map(|t| format!("{t} points"))
-                .unwrap_or_default();
-            let flags = r
-                .scores
-                .flagged_poisoned
-                .map(|f| format!(", flags {f:.2}% of triggered images"));
-            writeln!(
-                f,
-                "{:<12} {threshold:>9} {:>2} channels: clean accuracy {:6.2}%, attack success {:6.2}%{}",
-                r.network.as_str(),
-                r.channels_pruned,
-                r.scores.clean_test_accuracy,
-                r.scores.attack_success_rate,
-                flags.unwrap_or_default()
-            )?;
-        }
-        let [sweep, targets, summary] = &self.outputs;
-        write!(
-            f,
-            "-> {}, {}, {}",
-            sweep.display(),
-            targets.display(),
-            summary.display()
-        )
     }
 }

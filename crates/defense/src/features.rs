@@ -3,9 +3,9 @@
 //! business, so the stages pass each image through the trunk once, here.
 
 use crate::fingerprint::{check_same_model, MODEL_KEY};
+use crate::{Error, Result};
 use formats::source::Images;
 use formats::weights::{deserialize, from_le_bytes, le_bytes, serialize};
-use formats::{Error, Result};
 use model::geometry::{CONV3_CHANNELS, CONV3_POSITIONS, POOL3_LEN, POOL3_POSITIONS, POOL_3_HW};
 use model::trunk::{Conv3Stats, Trunk};
 use model::Network;
@@ -167,7 +167,10 @@ impl Features {
             tensors.push(("true_label", Dtype::I32, vec![n], le_bytes(t)));
         }
         let meta = BTreeMap::from([(MODEL_KEY.to_string(), model_fingerprint.to_string())]);
-        formats::atomic::write_bytes(path, &serialize(tensors, meta, path)?)
+        Ok(formats::atomic::write_bytes(
+            path,
+            &serialize(tensors, meta, path)?,
+        )?)
     }
 
     /// Loads what [`Features::save`] wrote, failing if it came from another model, if an

@@ -7,9 +7,10 @@ use crate::config::FinetuneConfig;
 use crate::fingerprint::check_same_model;
 use crate::models::{load_pruned, Manifest, ManifestEntry};
 use crate::sweep::PruneSweep;
+use crate::{Error, Result};
 use formats::paths::{self, label};
 use formats::source::Images;
-use formats::{Error, ModelFile, Result};
+use formats::ModelFile;
 use model::progress::Progress;
 use model::train::{self, Checkpoint, Examples, FeatureShift, Fitted};
 use model::weights::{Finetuned, Pruned};
@@ -147,16 +148,16 @@ pub fn run(
             ),
         ));
     }
-    let (train_set, holdout) = data.split(ft.holdout, ft.seed);
-    if train_set.len() < ft.batch_size {
+    let (train_set, holdout) = data.split(ft.holdout, ft.recipe.seed);
+    if train_set.len() < ft.recipe.batch_size {
         tracing::warn!(
             "{} training images after holding out {}: fewer than finetune.batch_size ({}), so every step sees all of them",
             train_set.len(),
             holdout.len(),
-            ft.batch_size
+            ft.recipe.batch_size
         );
     }
-    let mut recipe = ft.recipe();
+    let mut recipe = ft.recipe.clone();
     if ft.feature_shift > 0.0 {
         recipe.feature_shift = Some(FeatureShift {
             alpha: ft.feature_shift,
@@ -175,14 +176,14 @@ pub fn run(
             None => backdoored.clone(),
         };
         let channels = start.pruned_channels().to_vec();
-        train::reinitialise(&mut start, &ft.reinit, ft.seed);
-        let batch = ft.batch_size.min(train_set.len());
-        progress.start(&name, (ft.steps * batch) as u64);
+        train::reinitialise(&mut start, &ft.reinit, ft.recipe.seed);
+        let batch = ft.recipe.batch_size.min(train_set.len());
+        progress.start(&name, (ft.recipe.steps * batch) as u64);
         let mut log = |c: &Checkpoint| {
             let line = format!(
                 "{name}: step {}/{}: loss {:.4}, training accuracy {:.2}%{}",
                 c.step,
-                ft.steps,
+                ft.recipe.steps,
                 c.loss,
                 c.train_accuracy,
                 c.holdout_accuracy
@@ -205,19 +206,18 @@ pub fn run(
             &mut log,
             &|n| progress.advance(n as u64),
         )
-        .map_err(|e| match e {
-            model::Error::Diverged { .. } => Error::Other(format!(
-                "{name}: {e}: lower finetune.learning_rate (now {})",
-                ft.learning_rate
-            )),
-            e => e.into(),
+        .map_err(|e| {
+            let setting = format!("finetune.learning_rate (now {})", ft.recipe.learning_rate);
+            Error::diverged(e, &name, setting)
         })?;
         progress.finish();
-        (trained_images, training_s) =
-            (trained_images + ft.steps * batch, training_s + step_seconds);
+        (trained_images, training_s) = (
+            trained_images + ft.recipe.steps * batch,
+            training_s + step_seconds,
+        );
         tracing::info!(
             "{name}: {step_seconds:.1} s training steps ({:.0} images/s)",
-            (ft.steps * batch) as f64 / step_seconds
+            (ft.recipe.steps * batch) as f64 / step_seconds
         );
         let from = file_name(&job.source);
         tuned.provenance.finetuned = Some(Finetuned {

@@ -2,7 +2,7 @@
 //! B's fingerprint ([`model::DeepIdWeights::fingerprint`]) under [`MODEL_KEY`], and a later
 //! stage refuses a file whose fingerprint is not the model's it runs with.
 
-use formats::{Error, Result};
+use crate::{Error, Result};
 use std::path::Path;
 
 /// Metadata key tying derived files to the exact model parameters they came from.

@@ -1,12 +1,12 @@
 //! The ingest stage: CSAW HDF5 datasets -> Parquet image tables, streamed in batches, and
 //! Keras HDF5 weights -> a safetensors model.
 
+use crate::{Error, Result};
 use formats::atomic::AtomicFile;
 use formats::csaw::CsawFile;
 use formats::images::{self, ImageWriter, PixelType, Pixels};
 use formats::paths::{self, Split};
 use formats::ModelFile;
-use formats::{Error, Result};
 use model::progress::Progress;
 use serde::Serialize;
 use std::collections::BTreeSet;

@@ -6,6 +6,7 @@
 //! [`formats::paths`] is the file contract between the stages.
 
 pub mod config;
+mod error;
 pub mod evaluate;
 pub mod features;
 pub mod finetune;
@@ -19,3 +20,5 @@ pub mod prune;
 pub mod results;
 pub mod scan;
 pub mod sweep;
+
+pub use error::{Error, Result};

@@ -4,7 +4,8 @@
 
 use crate::config::FinetuneConfig;
 use crate::sweep::PruneSweep;
-use formats::{paths, Error, ModelFile, Result};
+use crate::{Error, Result};
+use formats::{paths, ModelFile};
 use model::train::Checkpoint;
 use model::weights::Pruned;
 use model::{DeepIdWeights, LayerName};
@@ -38,7 +39,7 @@ impl Manifest {
     pub fn write(&self, path: &Path) -> Result<()> {
         let value = serde_json::to_value(self).expect("a manifest serialises");
         let text = serde_json::to_string_pretty(&value).expect("JSON");
-        formats::atomic::write_bytes(path, text.as_bytes())
+        Ok(formats::atomic::write_bytes(path, text.as_bytes())?)
     }
 
     pub fn read(path: &Path) -> Result<Self> {

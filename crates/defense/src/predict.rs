@@ -7,11 +7,12 @@
 //! (other names in a folder are not inputs, whatever they are). Decoding runs on its own thread
 //! a batch ahead of the networks, and both use all cores.
 
+use crate::{Error, Result};
 use formats::h5::check_signature;
 use formats::source::Images;
 use formats::table::{Column, Floats, Table};
+use formats::ModelFile;
 use formats::{files, photos};
-use formats::{Error, ModelFile, Result};
 use model::geometry::IMAGE_LEN;
 use model::progress::Progress;
 use model::{DeepIdWeights, Network};
@@ -85,9 +86,9 @@ struct Chunk {
 pub fn load_model(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     if is_safetensors {
-        DeepIdWeights::load(path)
+        Ok(DeepIdWeights::load(path)?)
     } else {
-        formats::keras::import(path, input_scale)
+        Ok(formats::keras::import(path, input_scale)?)
     }
 }
 
@@ -101,9 +102,9 @@ fn check_pair(
     model: &DeepIdWeights,
     pruned: &DeepIdWeights,
 ) -> Result<()> {
-    let usage = |path: &Path, what: String| Error::Config {
-        path: path.to_path_buf(),
-        message: format!("{what}; the pruned network must be a network derived from --model"),
+    let usage = |path: &Path, what: String| {
+        let why = "the pruned network must be a network derived from --model";
+        Error::config(path, format!("{what}; {why}"))
     };
     if files::same_file(path, model_path) {
         return Err(usage(path, "--pruned is the same file as --model".into()));
@@ -180,7 +181,7 @@ fn decode(sources: Vec<Source>, send: &std::sync::mpsc::SyncSender<Result<Chunk>
                     let images = part
                         .par_iter()
                         .map(|p| photos::read(p))
-                        .collect::<Result<Vec<_>>>()?;
+                        .collect::<formats::Result<Vec<_>>>()?;
                     let chunk = Chunk {
                         pixels: images.concat(),
                         origins: part
@@ -305,9 +306,7 @@ pub fn run(
             }
             progress.advance((logits.len() / classes) as u64);
         }
-        decoder
-            .join()
-            .map_err(|_| Error::Other("the image decoder failed".into()))
+        decoder.join().map_err(|_| Error::Decoder)
     })?;
     progress.finish();
     let flagged_backdoor = pruned.as_ref().map(|_| {
@@ -384,10 +383,7 @@ impl Output {
         match p.extension().and_then(|e| e.to_str()) {
             Some("csv") => Ok(Output::Csv(p)),
             Some("parquet") => Ok(Output::Parquet(p)),
-            _ => Err(Error::Config {
-                path: p,
-                message: "--output must end in .csv or .parquet".into(),
-            }),
+            _ => Err(Error::config(p, "--output must end in .csv or .parquet")),
         }
     }
 
@@ -412,11 +408,10 @@ impl Output {
         inputs.extend(files.inputs.iter().map(|p| ("an image input", p.as_path())));
         let file_in_way = std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
         formats::written::check_paths(&inputs, &[("--output", p)]).map_err(|e| match e {
-            Error::Invalid { path, message } if path == p && file_in_way => Error::Invalid {
-                path,
-                message: message + " (--force replaces it)",
-            },
-            e => e,
+            formats::Error::Invalid { path, message } if path == p && file_in_way => {
+                Error::invalid(path, message + " (--force replaces it)")
+            }
+            e => e.into(),
         })
     }
 
@@ -427,8 +422,8 @@ impl Output {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
                 r => r.map_err(|e| Error::io("standard output", e)),
             },
-            Output::Csv(p) => table.write_csv(p, Floats::Repr),
-            Output::Parquet(p) => table.write(p),
+            Output::Csv(p) => Ok(table.write_csv(p, Floats::Repr)?),
+            Output::Parquet(p) => Ok(table.write(p)?),
         }
     }
 }

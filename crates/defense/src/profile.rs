@@ -4,9 +4,10 @@
 use crate::config::{ProfileConfig, Statistic};
 use crate::features::{extract, ChannelStats};
 use crate::fingerprint::MODEL_KEY;
+use crate::{Error, Result};
 use formats::source::Images;
 use formats::table::{Column, Table};
-use formats::{Error, ModelFile, Result};
+use formats::ModelFile;
 use model::geometry::CONV3_CHANNELS;
 use model::progress::Progress;
 use model::rnp;
@@ -104,14 +105,12 @@ impl Profile {
         if let Some(mask) = &self.rnp_mask {
             table = table.with(RNP_MASK, Column::floats(mask.clone()));
         }
-        table
-            .with(
-                "rank",
-                Column::ints(self.ranks().into_iter().map(|r| r as i32)),
-            )
+        let ranks = Column::ints(self.ranks().into_iter().map(|r| r as i32));
+        Ok(table
+            .with("rank", ranks)
             .meta("statistic", statistic_name(self.statistic))
             .meta(MODEL_KEY, &self.model_fingerprint)
-            .write(path)
+            .write(path)?)
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -294,16 +293,15 @@ fn rnp_masks(
         labels: all.labels.iter().map(|&l| l as u32).collect(),
         pixels: all.pixels,
     };
-    let outcome = rnp::masks(weights, data, &config.rnp(), progress).map_err(|e| match e {
-        model::Error::Diverged { what, .. } => Error::Other(format!(
-            "RNP: {e}: lower profile.{}",
-            if what == "channel masks" {
-                "mask_learning_rate"
-            } else {
-                "unlearn_learning_rate"
-            }
-        )),
-        e => e.into(),
+    let outcome = rnp::masks(weights, data, &config.rnp(), progress).map_err(|e| {
+        let setting = match e {
+            model::Error::Diverged {
+                what: "channel masks",
+                ..
+            } => "profile.mask_learning_rate",
+            _ => "profile.unlearn_learning_rate",
+        };
+        Error::diverged(e, "RNP", setting)
     })?;
     if !outcome.unlearned {
         tracing::warn!(

@@ -3,8 +3,8 @@
 //! `evaluate/targets.parquet` (each of those networks' attack success per target label). Each
 //! is written and read here, and a read checks what the report relies on.
 
+use crate::{Error, Result};
 use formats::table::{Column, Table};
-use formats::{Error, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -255,7 +255,7 @@ impl EvaluateSweep {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.to_table().write(path)
+        Ok(self.to_table().write(path)?)
     }
 
     /// Reads and checks: steps 0, 1, ..., n; the pruned channels a permutation of 0..n;
@@ -388,7 +388,7 @@ impl Summary {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.to_table().write(path)
+        Ok(self.to_table().write(path)?)
     }
 
     /// Reads and checks: known network kinds, B first, a threshold exactly where a kind
@@ -546,7 +546,7 @@ impl Targets {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.to_table().write(path)
+        Ok(self.to_table().write(path)?)
     }
 
     /// Reads and checks: known network kinds with a threshold exactly where a kind has one,

@@ -18,10 +18,11 @@ use crate::config::ScanConfig;
 use crate::fingerprint::check_same_model;
 use crate::models::finetuned;
 use crate::sweep::PruneSweep;
+use crate::{Error, Result};
 use formats::paths::{self, label};
 use formats::source::Images;
 use formats::table::{Column, Table};
-use formats::{Error, ModelFile, Result};
+use formats::ModelFile;
 use model::cleanse::{self, Inverted, Trigger};
 use model::geometry::IMAGE_LEN;
 use model::progress::Progress;
@@ -144,12 +145,8 @@ fn invert(
     label: u32,
     settings: &cleanse::Settings,
 ) -> Result<Inverted> {
-    cleanse::invert(net, scale, &split.fit, label, settings).map_err(|e| match e {
-        model::Error::Diverged { .. } => {
-            Error::Other(format!("scan: {e}: lower scan.learning_rate"))
-        }
-        e => e.into(),
-    })
+    cleanse::invert(net, scale, &split.fit, label, settings)
+        .map_err(|e| Error::diverged(e, "scan", "scan.learning_rate"))
 }
 
 /// Which labels get a full inversion: all of them when there are at most `candidates +
@@ -475,7 +472,7 @@ fn save_trigger(path: &Path, trigger: &Trigger, target: u32, fingerprint: &str) 
         meta,
         path,
     )?;
-    formats::atomic::write_bytes(path, &bytes)
+    Ok(formats::atomic::write_bytes(path, &bytes)?)
 }
 
 /// Reads the scan summary written by [`run`]: its rows, none when the scan was disabled.

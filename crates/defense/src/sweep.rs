@@ -2,8 +2,8 @@
 //! image after each step, and find where validation accuracy first drops by each threshold.
 
 use crate::fingerprint::MODEL_KEY;
+use crate::{Error, Result};
 use formats::table::{Column, Table};
-use formats::{Error, Result};
 use model::geometry::CONV3_CHANNELS;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -44,19 +44,17 @@ impl PruneSweep {
         let pruned: Vec<Option<i32>> = std::iter::once(None)
             .chain(self.order.iter().map(|&c| Some(c as i32)))
             .collect();
-        Table::new()
+        let thresholds = serde_json::to_string(&self.hits).expect("JSON");
+        Ok(Table::new()
             .with("channels_pruned", Column::ints(0..steps as i32))
             .with("pruned_channel", Column::Int(pruned))
             .with(
                 "valid_accuracy",
                 Column::floats(self.valid_accuracy.clone()),
             )
-            .meta(
-                "thresholds",
-                serde_json::to_string(&self.hits).expect("JSON"),
-            )
+            .meta("thresholds", thresholds)
             .meta(MODEL_KEY, &self.model_fingerprint)
-            .write(path)
+            .write(path)?)
     }
 
     pub fn read(path: &Path) -> Result<Self> {

@@ -211,6 +211,15 @@ impl Config {
         let table = T::deserialize(value.get_ref().clone()).map_err(|e| {
             config_error(&self.source, format!("[{}] {}{line}", T::NAME, e.message()))
         })?;
+        // serde cannot deny unknown keys beside a flattened struct: a key the table does not
+        // write back is one it did not read.
+        let known = toml::Value::try_from(&table);
+        if let Some(message) = known.ok().and_then(|k| unknown_key(value.get_ref(), &k)) {
+            return Err(config_error(
+                &self.source,
+                format!("[{}] {message}{line}", T::NAME),
+            ));
+        }
         table
             .check()
             .map_err(|m| config_error(&self.source, m + &line))?;
@@ -240,6 +249,23 @@ pub fn config_error(path: &Path, message: String) -> Error {
         path: path.to_path_buf(),
         message,
     }
+}
+
+/// The first key of `given` (recursing into tables) that `known` lacks, as serde words it.
+fn unknown_key(given: &toml::Value, known: &toml::Value) -> Option<String> {
+    let (toml::Value::Table(given), toml::Value::Table(known)) = (given, known) else {
+        return None;
+    };
+    given.iter().find_map(|(key, value)| match known.get(key) {
+        Some(known) => unknown_key(value, known),
+        None => {
+            let expected: Vec<String> = known.keys().map(|k| format!("`{k}`")).collect();
+            Some(format!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            ))
+        }
+    })
 }
 
 fn line_suffix(text: &str, span: Option<std::ops::Range<usize>>) -> String {

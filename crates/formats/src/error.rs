@@ -36,8 +36,6 @@ pub enum Error {
     Config { path: PathBuf, message: String },
     #[error(transparent)]
     Model(#[from] model::Error),
-    #[error("{0}")]
-    Other(String),
 }
 
 impl Error {

@@ -328,6 +328,23 @@ pub fn clean(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
+/// Lets this process replace `path` even if the pipeline did not write it (`--force`).
+pub fn permit_replacing(path: &Path) {
+    if let Ok(p) = std::path::absolute(path) {
+        permits().push(p);
+    }
+}
+
+/// Whether [`permit_replacing`] named `path`.
+pub fn is_permitted(path: &Path) -> bool {
+    std::path::absolute(path).is_ok_and(|p| permits().contains(&p))
+}
+
+fn permits() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static PERMITS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    PERMITS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,21 +415,4 @@ mod tests {
         assert_eq!(removed, vec![temp]);
         assert!(dir.path().join(".t-y").exists());
     }
-}
-
-/// Lets this process replace `path` even if the pipeline did not write it (`--force`).
-pub fn permit_replacing(path: &Path) {
-    if let Ok(p) = std::path::absolute(path) {
-        permits().push(p);
-    }
-}
-
-/// Whether [`permit_replacing`] named `path`.
-pub fn is_permitted(path: &Path) -> bool {
-    std::path::absolute(path).is_ok_and(|p| permits().contains(&p))
-}
-
-fn permits() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    static PERMITS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    PERMITS.lock().unwrap_or_else(|e| e.into_inner())
 }

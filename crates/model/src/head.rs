@@ -175,12 +175,12 @@ impl<'a> Head<'a> {
             self.conv_4,
             &mut b.conv_4_pre,
         );
-        add_bias(&mut b.conv_4_pre, &self.conv_4_bias);
+        add_bias(&mut b.conv_4_pre, self.conv_4_bias);
         b.conv_4.clear();
         b.conv_4.extend(b.conv_4_pre.iter().map(|v| v.max(0.0)));
         b.fc_1.resize(n * FEATURES, 0.0);
         matmul(n, POOL3_LEN, FEATURES, pool_3, self.fc_1, &mut b.fc_1);
-        add_bias(&mut b.fc_1, &self.fc_1_bias);
+        add_bias(&mut b.fc_1, self.fc_1_bias);
         b.fc_2.resize(n * FEATURES, 0.0);
         matmul(n, CONV4_LEN, FEATURES, &b.conv_4, self.fc_2, &mut b.fc_2);
         b.hidden.resize(n * FEATURES, 0.0);
@@ -203,7 +203,7 @@ impl<'a> Head<'a> {
             self.output,
             &mut b.logits,
         );
-        add_bias(&mut b.logits, &self.output_bias);
+        add_bias(&mut b.logits, self.output_bias);
     }
 
     /// Removes `channel` from image `i` of the block (whose pool_3 is `image`); returns

@@ -123,22 +123,50 @@ pub enum Select {
     Best,
 }
 
-/// What to train and how: everything about fine-tuning except the data.
-#[derive(Debug, Clone)]
+/// What to train and how: everything about fine-tuning except the data. The `[finetune]`
+/// table holds one (its keys are these fields); the defaults are that table's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Recipe {
+    /// Optimiser steps: the training length, whatever the size of the data.
     pub steps: usize,
     pub batch_size: usize,
     pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub schedule: Schedule,
+    /// Share of the steps spent warming up.
     pub warmup: f64,
+    /// SGD only.
     pub momentum: f64,
     pub weight_decay: f64,
     /// The lowest layer trained, a convolution; the layers below it stay as they are.
     pub train_from: LayerName,
     pub select: Select,
     pub seed: u64,
+    /// Set from the backdoored network's head by the caller, never read from a file.
+    #[serde(skip)]
     pub feature_shift: Option<FeatureShift>,
+}
+
+impl Default for Recipe {
+    /// 600 steps of Adam at 1e-3 on a cosine schedule from conv_3 up: the recipe that removes
+    /// the synthetic benchmark's backdoors (README, "Fine-tuning: the recipe and why").
+    fn default() -> Self {
+        Self {
+            steps: 600,
+            batch_size: 64,
+            optimizer: Optimizer::Adam,
+            learning_rate: 1e-3,
+            schedule: Schedule::Cosine,
+            warmup: 0.0,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            train_from: LayerName::Conv3,
+            select: Select::Last,
+            seed: 11,
+            feature_shift: None,
+        }
+    }
 }
 
 /// Feature-shift tuning (Min et al., NeurIPS 2023): the freshly drawn output layer is pushed

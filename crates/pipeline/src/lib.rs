@@ -5,15 +5,18 @@
 //! ever sees paths without spaces, whatever the user's paths look like. `clean` removes what
 //! the pipeline wrote and nothing else.
 
-use benchmark::{is_synthetic, poisoned_valid_path, SynthConfig};
+use badnets::{is_synthetic, poisoned_valid_path, SynthConfig};
 use defense::config::{EvaluateConfig, FinetuneConfig, ProfileConfig, PruneConfig, ScanConfig};
 use formats::config::{config_error, Config};
 use formats::error::WithPath;
 use formats::paths::{Stage, WorkPaths, CONFIG_DIR};
-use formats::{atomic, written, Result};
+use formats::{atomic, written};
 use std::path::{Path, PathBuf};
 
+mod error;
 pub mod zoo;
+
+pub use error::{Error, Result};
 
 /// The inputs of a run, by the names make and the stamps use.
 pub fn inputs(cfg: &Config) -> [(&'static str, &Path); 4] {
@@ -67,7 +70,7 @@ pub fn jobs(work: &WorkPaths, reports: &Path, synth: bool, inputs: &[(&str, Path
 }
 
 /// Writes `text` to `path` unless it holds exactly that already (make compares times).
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+fn write_if_changed(path: &Path, text: &str) -> formats::Result<()> {
     if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
         atomic::write_bytes(path, text.as_bytes())?;
     }
@@ -75,7 +78,7 @@ fn write_if_changed(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Points `link` at `target`, replacing a link that points elsewhere.
-fn link(target: &Path, link: &Path) -> Result<()> {
+fn link(target: &Path, link: &Path) -> formats::Result<()> {
     if std::fs::read_link(link).ok().as_deref() == Some(target) {
         return Ok(());
     }
@@ -89,7 +92,7 @@ fn link(target: &Path, link: &Path) -> Result<()> {
 /// changed since the last run. A replaced file always gets a new change time (ctime), which no
 /// copy tool can set, so `cp -p`, `mv`, `tar x` and `rsync -a` are all noticed; the stamp
 /// itself changes only when the content did.
-fn input_stamp(work: &WorkPaths, name: &str, input: &Path) -> Result<()> {
+fn input_stamp(work: &WorkPaths, name: &str, input: &Path) -> formats::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(input).at(input)?;
     let key = format!(
@@ -117,7 +120,7 @@ fn input_stamp(work: &WorkPaths, name: &str, input: &Path) -> Result<()> {
 /// `user` when every input file exists and none was made by `synth`; `synth` when none exists
 /// or all that exist are synthetic (they are then remade as the `[synth]` table says). A mix
 /// is an error: real and synthetic data must never be combined.
-pub fn data_mode(cfg: &Config) -> Result<&'static str> {
+pub fn data_mode(cfg: &Config) -> formats::Result<&'static str> {
     let files = inputs(cfg);
     let synthetic = files.iter().filter(|(_, p)| is_synthetic(p)).count();
     let present = files.iter().filter(|(_, p)| p.exists()).count();
@@ -218,7 +221,7 @@ pub fn make_vars(config: &Path, out: &Path) -> Result<()> {
         make_literal(&abs(&poisoned_valid_path(&cfg.data.valid))?)
     );
     text += &format!("DATA_MODE := {mode}\n");
-    atomic::write_bytes(out, text.as_bytes())
+    Ok(atomic::write_bytes(out, text.as_bytes())?)
 }
 
 /// What [`clean`] did.

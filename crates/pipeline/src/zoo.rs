@@ -4,11 +4,11 @@
 //! engine needs: each network's real paths, or the error that keeps it out of the run (one
 //! broken network never stops the others).
 
+use crate::Result;
 use crate::{inputs, jobs, refresh, Job};
 use defense::results::Summary;
 use formats::config::config_error;
 use formats::error::WithPath;
-use formats::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
     let file: ZooFile =
         toml::from_str(&text).map_err(|e| config_error(zoo, e.message().to_string()))?;
     if file.model.is_empty() {
-        return Err(config_error(zoo, "no [[model]] entries".into()));
+        return Err(config_error(zoo, "no [[model]] entries".into()).into());
     }
     let base = zoo.parent().unwrap_or(Path::new(""));
     let mut networks: Vec<Network> = Vec::new();
@@ -74,13 +74,13 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
                     "model name {:?}: use letters, digits, '_', '-' or '.'",
                     entry.name
                 ),
-            ));
+            )
+            .into());
         }
         if networks.iter().any(|n| n.name == entry.name) {
-            return Err(config_error(
-                zoo,
-                format!("model name {:?} is used twice", entry.name),
-            ));
+            return Err(
+                config_error(zoo, format!("model name {:?} is used twice", entry.name)).into(),
+            );
         }
         let config = std::path::absolute(base.join(&entry.config)).at(&entry.config)?;
         let mut network = Network {
@@ -129,7 +129,8 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
                         a.name,
                         folder.display()
                     ),
-                ));
+                )
+                .into());
             }
         }
     }
@@ -198,9 +199,6 @@ fn cost(logs: &Path) -> Option<(f64, f64)> {
     found.then_some(total)
 }
 
-/// How each network of `plan` ended: its summary when its run is complete and current, else
-/// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`), or, when
-/// nothing failed, that it is out of date.
 /// A finished run's evaluate summary and, where it scanned, its scan rows.
 fn results(work: &Path) -> Result<(Summary, Vec<defense::scan::ScanRow>)> {
     let paths = formats::paths::WorkPaths::new(work);
@@ -216,7 +214,10 @@ fn results(work: &Path) -> Result<(Summary, Vec<defense::scan::ScanRow>)> {
     Ok((summary, rows))
 }
 
-pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
+/// How each network of `plan` ended: its summary when its run is complete and current, else
+/// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`), or, when
+/// nothing failed, that it is out of date.
+pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<render::zoo::Outcome> {
     plan.networks
         .iter()
         .map(|n| {
@@ -234,7 +235,7 @@ pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<reports::zoo::Outcome> {
                     Err(e) => ("failed", Err(e.to_string())),
                 },
             };
-            reports::zoo::Outcome {
+            render::zoo::Outcome {
                 name: n.name.clone(),
                 status,
                 result,
@@ -280,7 +281,7 @@ pub fn report(
         .map_err(|e| formats::Error::invalid(plan_path, e.to_string()))?;
     let outcomes = outcomes(&plan, logs);
     std::fs::create_dir_all(output_dir).at(output_dir)?;
-    let files = reports::zoo::write(&outcomes, output_dir)?;
+    let files = render::zoo::write(&outcomes, output_dir)?;
     let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
     let cost = (!costs.is_empty()).then(|| {
         let mean = costs.iter().map(|c| c.0).sum::<f64>() / costs.len() as f64;

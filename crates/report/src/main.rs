@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use formats::paths;
-use reports::ReportFiles;
+use render::ReportFiles;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -44,6 +44,6 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|| work.stage(paths::Stage::Scan).join(paths::SCAN_SUMMARY)),
             output_dir: args.output_dir.unwrap_or(config.work.reports),
         };
-        Ok(reports::run(&files)?)
+        Ok(render::run(&files)?)
     })
 }

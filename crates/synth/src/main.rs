@@ -3,7 +3,7 @@
 //! beside them (CSAW layout) and `[model] weights` (Keras weights-only HDF5). The training
 //! split stays in `<work>/synth/train.h5`. Files not written by `synth` are never overwritten.
 
-use benchmark::{run, SynthConfig, SynthFiles};
+use badnets::{run, SynthConfig, SynthFiles};
 use clap::Parser;
 use cli::progress::Bars;
 use formats::paths::Stage;

@@ -1,6 +1,7 @@
 //! Human- and tool-readable reports: the reference's `performance.csv`, CSV copies of the
 //! evaluate tables, and the sweep plot (PNG and SVG).
 
+mod error;
 pub mod plot;
 pub mod scan;
 mod text;
@@ -8,10 +9,11 @@ pub mod zoo;
 
 use defense::results::{EvaluateSweep, Kind, Scores, Summary, SweepStep, Targets};
 use formats::atomic;
-use formats::error::Result;
 use formats::table::Floats;
 use plot::{Curve, Line, Marker, Panel, PlotData, Points};
 use std::path::{Path, PathBuf};
+
+pub use error::{Error, Result};
 
 /// `Neurons Pruned,Accuracy,ASR`: the repaired network's test accuracy and attack success
 /// per step, exactly as the reference script writes it (Python's csv module: CRLF lines).
@@ -25,7 +27,7 @@ pub fn write_performance_csv(path: &Path, steps: &[(usize, f64, f64)]) -> Result
             Floats::Repr.format(*asr)
         );
     }
-    atomic::write_bytes(path, text.as_bytes())
+    Ok(atomic::write_bytes(path, text.as_bytes())?)
 }
 
 /// What the report stage reads and where it writes.

@@ -2,7 +2,7 @@
 //! where each trigger lives among conv_3's channels.
 
 use crate::attacks::Attack;
-use crate::{Benchmark, SynthConfig};
+use crate::{Benchmark, Error, Result, SynthConfig};
 use formats::csaw::{Batch, IMAGE_LEN};
 use model::geometry::{CONV3_CHANNELS, POOL3_LEN, POOL3_POSITIONS};
 use model::progress::Progress;
@@ -79,7 +79,7 @@ pub fn train_badnet(
     sc: &SynthConfig,
     input_scale: f64,
     progress: &dyn Progress,
-) -> model::Result<BadNet> {
+) -> Result<BadNet> {
     let steps = sc.epochs * bench.train.len().div_ceil(sc.batch_size);
     let phases = if sc.attack == Attack::PruneAware {
         2
@@ -110,11 +110,11 @@ pub fn train_badnet(
             &|n| progress.advance(n as u64),
         )
         .map_err(|e| match e {
-            model::Error::Diverged { .. } => model::Error::Recipe(format!(
-                "{e}: lower synth.learning_rate (now {})",
-                sc.learning_rate
-            )),
-            e => e,
+            model::Error::Diverged { .. } => Error::Diverged {
+                setting: format!("synth.learning_rate (now {})", sc.learning_rate),
+                source: e,
+            },
+            e => e.into(),
         })
     };
     let init = train::init_weights(sc.identities, sc.seed, input_scale);

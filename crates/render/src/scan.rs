@@ -3,10 +3,10 @@
 //! one where triggered test images exist) and `scan_<network>.png` (that label's inverted
 //! trigger: the mask, then the masked pattern).
 
+use crate::Result;
 use defense::results::{Kind, Summary, SummaryRow};
 use defense::scan::{read_trigger, ScanRow};
 use formats::atomic::AtomicFile;
-use formats::error::Result;
 use formats::table::{Column, Floats, Table};
 use std::path::{Path, PathBuf};
 
@@ -100,5 +100,5 @@ fn trigger_png(t: &model::cleanse::Trigger, path: &Path) -> Result<()> {
     let out = AtomicFile::new(path)?;
     img.save_with_format(out.temp_path(), image::ImageFormat::Png)
         .map_err(|e| formats::Error::invalid(path, e.to_string()))?;
-    out.commit()
+    Ok(out.commit()?)
 }

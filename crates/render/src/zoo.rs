@@ -4,10 +4,10 @@
 //! fine-pruned network and G(B, fine-pruned), one row of panels per threshold.
 
 use crate::plot::{self, draw_legend, DrawResult, Figure, Sample, FONT};
+use crate::Result;
 use defense::results::{Kind, Scores, Summary};
 use defense::scan::ScanRow;
 use formats::table::{Column, Floats, Table};
-use formats::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};

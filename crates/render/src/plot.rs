@@ -6,8 +6,8 @@
 //! series as it is drawn. Colours are the Okabe-Ito palette (told apart with colour-blindness).
 
 use crate::text::Bitmap;
+use crate::{Error, Result};
 use formats::atomic::{self, AtomicFile};
-use formats::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -166,7 +166,7 @@ fn font() -> Result<&'static [u8]> {
             Ok(bytes)
         })
         .clone()
-        .map_err(Error::Other)
+        .map_err(Error::Font)
 }
 
 /// A picture that draws itself on any plotters backend.
@@ -182,25 +182,25 @@ pub fn write(figure: &impl Figure, png: &Path, svg: &Path) -> Result<()> {
     let png_out = AtomicFile::new(png)?;
     {
         let backend = Bitmap::new(BitMapBackend::new(png_out.temp_path(), figure.size()), font)
-            .ok_or_else(|| Error::Other("the plot font cannot be read".into()))?;
+            .ok_or_else(|| Error::Font("the plot font cannot be read".into()))?;
         let root = backend.into_drawing_area();
         figure
             .draw(&root)
-            .map_err(|e| Error::invalid(png, format!("drawing failed: {e}")))?;
+            .map_err(|e| formats::Error::invalid(png, format!("drawing failed: {e}")))?;
         root.present()
-            .map_err(|e| Error::invalid(png, format!("writing failed: {e}")))?;
+            .map_err(|e| formats::Error::invalid(png, format!("writing failed: {e}")))?;
     }
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, figure.size()).into_drawing_area();
         figure
             .draw(&root)
-            .map_err(|e| Error::invalid(svg, format!("drawing failed: {e}")))?;
+            .map_err(|e| formats::Error::invalid(svg, format!("drawing failed: {e}")))?;
         root.present()
-            .map_err(|e| Error::invalid(svg, format!("writing failed: {e}")))?;
+            .map_err(|e| formats::Error::invalid(svg, format!("writing failed: {e}")))?;
     }
     atomic::write_bytes(svg, text.as_bytes())?;
-    png_out.commit()
+    Ok(png_out.commit()?)
 }
 
 pub type DrawResult<DB> =

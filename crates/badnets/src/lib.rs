@@ -5,6 +5,7 @@
 
 pub mod attacks;
 pub mod badnet;
+mod error;
 pub mod faces;
 
 use attacks::{Attack, MultiTarget, PruneAware, Trigger};
@@ -24,6 +25,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+pub use error::{Error, Result};
 
 /// Triggered validation data lives beside the clean validation file.
 pub fn poisoned_valid_path(valid: &Path) -> PathBuf {
@@ -402,11 +405,7 @@ fn write_h5(path: &Path, batch: &Batch) -> formats::Result<()> {
 
 /// The synth stage: draws the benchmark, trains a BadNet on it and writes the CSAW files, the
 /// Keras weights and `metrics.json`. Files not written by `synth` are never overwritten.
-pub fn run(
-    files: &SynthFiles,
-    sc: &SynthConfig,
-    progress: &dyn Progress,
-) -> formats::Result<SynthSummary> {
+pub fn run(files: &SynthFiles, sc: &SynthConfig, progress: &dyn Progress) -> Result<SynthSummary> {
     let outputs = vec![
         files.valid.clone(),
         files.test.clone(),
@@ -415,10 +414,10 @@ pub fn run(
         files.weights.clone(),
     ];
     if let Some(p) = outputs.iter().find(|p| p.exists() && !is_synthetic(p)) {
-        return Err(formats::Error::invalid(
+        return Err(Error::File(formats::Error::invalid(
             p,
             "exists and was not made by synth: refusing to overwrite user data",
-        ));
+        )));
     }
     let bench = generate(sc);
     let t_train = std::time::Instant::now();
@@ -484,6 +483,20 @@ pub fn run(
         train_seconds,
         outputs,
     })
+}
+
+impl std::fmt::Display for SynthSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "synthetic BadNet: clean test accuracy {:.2}%, attack success rate {:.2}% ({} training images, {:.1} s training)",
+            self.clean_test_accuracy, self.attack_success_rate, self.train_images, self.train_seconds
+        )?;
+        for p in &self.outputs {
+            write!(f, "\n{}", p.display())?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -565,19 +578,5 @@ mod tests {
             ..SynthConfig::default()
         };
         assert!(err(sc).contains("synth.prune_aware.decoy_bias"));
-    }
-}
-
-impl std::fmt::Display for SynthSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            f,
-            "synthetic BadNet: clean test accuracy {:.2}%, attack success rate {:.2}% ({} training images, {:.1} s training)",
-            self.clean_test_accuracy, self.attack_success_rate, self.train_images, self.train_seconds
-        )?;
-        for p in &self.outputs {
-            write!(f, "\n{}", p.display())?;
-        }
-        Ok(())
     }
 }
