@@ -166,7 +166,7 @@ zoo: $(BUILD) $(SNAKEMAKE)
 	$(BIN)/pipeline zoo-plan --zoo '$(ZOO)' --out target/zoo/$(ZOO_ID).json
 	-$(SNAKEMAKE) --snakefile workflow/Snakefile --profile $(ZOO_PROFILE) \
 	  --config plan=target/zoo/$(ZOO_ID).json logs="$$(realpath -m -- '$(ZOO_REPORTS)')/logs" bin="$$(realpath $(BIN))" code="$$(realpath $(CODE))" threads=$(ZOO_THREADS)
-	$(BIN)/pipeline zoo-report --plan target/zoo/$(ZOO_ID).json --logs '$(ZOO_REPORTS)/logs' --output-dir '$(ZOO_REPORTS)' --threads $(ZOO_THREADS)
+	$(BIN)/pipeline zoo-report --plan target/zoo/$(ZOO_ID).json --logs '$(ZOO_REPORTS)/logs' --code $(CODE) --output-dir '$(ZOO_REPORTS)' --threads $(ZOO_THREADS)
 
 # --- tests, benchmark, cleaning -------------------------------------------------------------
 test: $(BUILD)

@@ -68,6 +68,20 @@ t0=$(date +%s)
 make zoo ZOO="$dir/zoo.toml" ZOO_REPORTS="$dir/reports" >/dev/null 2>&1 && fail "the second run hid the broken network"
 [ $(( $(date +%s) - t0 )) -lt 30 ] || fail "the second run took $(( $(date +%s) - t0 )) s"
 
+# zoo-report judges what is current by make's rule without running make: a changed setting
+# makes a network out of date for both, a removed output too, and the rest stay ok.
+sed -i 's/^steps = 4$/steps = 5/' "$dir/a/p.toml"
+rm "$dir/b/work/evaluate/summary.parquet"
+target/release/pipeline zoo-report --plan "$plan" --logs "$dir/reports/logs" --code target/make/code \
+  --output-dir "$dir/again" >/dev/null 2>&1 && fail "zoo-report took out-of-date networks for done"
+for n in a b; do
+  grep -q "^$n,not run," "$dir/again/zoo.csv" || fail "zoo-report finds $n current: $(grep "^$n," "$dir/again/zoo.csv" | head -1)"
+  ! make -q report CONFIG="$dir/$n/p.toml" || fail "make finds $n current"
+done
+for n in ${good#a b}; do
+  grep -q "^$n,ok," "$dir/again/zoo.csv" || fail "zoo-report finds $n out of date"
+done
+
 # The job-submission path: jobs go through a submit command, as on a cluster.
 printf '[[model]]\nname = "c"\nconfig = "c/p.toml"\n' > "$dir/cluster.toml"
 make zoo ZOO="$dir/cluster.toml" ZOO_REPORTS="$dir/cluster" ZOO_PROFILE=workflow/profiles/cluster-generic >/dev/null 2>&1 \

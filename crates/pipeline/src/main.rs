@@ -42,6 +42,9 @@ enum Command {
         plan: PathBuf,
         #[arg(long)]
         logs: PathBuf,
+        /// The stage binaries' content stamps (the Makefile's target/make/code).
+        #[arg(long)]
+        code: PathBuf,
         #[arg(long)]
         output_dir: PathBuf,
         /// Cores each job had (for the networks-per-hour estimate).
@@ -62,10 +65,11 @@ fn main() -> std::process::ExitCode {
             Command::ZooReport {
                 plan,
                 logs,
+                code,
                 output_dir,
                 threads,
             } => {
-                let report = pipeline::zoo::report(&plan, &logs, &output_dir, threads)?;
+                let report = pipeline::zoo::report(&plan, &logs, &code, &output_dir, threads)?;
                 cli::outln!("{report}")?;
                 anyhow::ensure!(
                     report.failed.is_empty(),

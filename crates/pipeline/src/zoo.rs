@@ -140,18 +140,24 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
     })
 }
 
-/// Whether make finds `config`'s run complete and current (`make -q report`): the same stamps
-/// and files the engine uses, so a network whose run failed or never finished is not taken
-/// for done with results of an earlier run.
-fn is_current(config: &Path) -> bool {
-    let make = std::env::var_os("MAKE").unwrap_or_else(|| "make".into());
-    std::process::Command::new(make)
-        .args(["-q", "-s", "report"])
-        .arg(format!("CONFIG={}", config.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether `network`'s run is complete and current as `make -q report` would find it, without
+/// a make process: its stamps refreshed as `make-vars` does, then every job's outputs there
+/// and none older than its needs or its stage binary's content stamp in `code` (the
+/// Makefile's rules, which tests/architecture.rs holds equal to the jobs). So a network whose
+/// run failed or never finished is not taken for done with results of an earlier run.
+fn is_current(network: &Network, code: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    refresh(&network.config).is_ok()
+        && network.jobs.iter().all(|job| {
+            let done = job.outputs.iter().map(|p| modified(p)).min().flatten();
+            let code = code.join(job.stage.name());
+            let needs = job.needs.iter().chain([&code]);
+            done.is_some_and(|done| {
+                needs
+                    .into_iter()
+                    .all(|n| modified(n).is_some_and(|t| t <= done))
+            })
+        })
 }
 
 /// The last error line a stage wrote to its log in `logs` (the engine keeps the logs of
@@ -217,13 +223,13 @@ fn results(work: &Path) -> Result<(Summary, Vec<defense::scan::ScanRow>)> {
 /// How each network of `plan` ended: its summary when its run is complete and current, else
 /// its error (from the plan, or the log of the stage that failed, in `logs/<name>/`), or, when
 /// nothing failed, that it is out of date.
-pub fn outcomes(plan: &Plan, logs: &Path) -> Vec<render::zoo::Outcome> {
+pub fn outcomes(plan: &Plan, logs: &Path, code: &Path) -> Vec<render::zoo::Outcome> {
     plan.networks
         .iter()
         .map(|n| {
             let (status, result) = match &n.error {
                 Some(e) => ("failed", Err(e.clone())),
-                None if !is_current(&n.config) => match logged_error(&logs.join(&n.name)) {
+                None if !is_current(n, code) => match logged_error(&logs.join(&n.name)) {
                     Some(e) => ("failed", Err(e)),
                     None => (
                         "not run",
@@ -269,17 +275,19 @@ pub struct ZooReport {
 }
 
 /// Writes `zoo.csv` and the zoo plot into `output_dir` from the plan at `plan_path` (the
-/// stage logs in `logs`); `threads`: the cores each job had.
+/// stage logs in `logs`, the stage binaries' content stamps in `code`); `threads`: the cores
+/// each job had.
 pub fn report(
     plan_path: &Path,
     logs: &Path,
+    code: &Path,
     output_dir: &Path,
     threads: usize,
 ) -> Result<ZooReport> {
     let text = formats::files::read_text(plan_path)?;
     let plan: Plan = serde_json::from_str(&text)
         .map_err(|e| formats::Error::invalid(plan_path, e.to_string()))?;
-    let outcomes = outcomes(&plan, logs);
+    let outcomes = outcomes(&plan, logs, code);
     std::fs::create_dir_all(output_dir).at(output_dir)?;
     let files = render::zoo::write(&outcomes, output_dir)?;
     let costs: Vec<(f64, f64)> = outcomes.iter().filter_map(|o| o.cost).collect();
