@@ -7,7 +7,7 @@ use crate::{Error, Result};
 use formats::source::Images;
 use formats::weights::{deserialize, from_le_bytes, le_bytes, serialize};
 use model::geometry::{CONV3_CHANNELS, CONV3_POSITIONS, POOL3_LEN, POOL3_POSITIONS, POOL_3_HW};
-use model::trunk::{Conv3Stats, Trunk};
+use model::trunk::{Conv3Stats, Trunk, Trunks};
 use model::Network;
 use safetensors::tensor::Dtype;
 use std::collections::BTreeMap;
@@ -116,7 +116,9 @@ fn run(
     with_stats: bool,
     on_images: &dyn Fn(usize),
 ) -> Result<Vec<Features>> {
-    let trunks: Vec<Trunk> = nets.iter().map(|net| Trunk::new(net)).collect();
+    // Layers the networks share (those below the first fine-tuned one) run once per image.
+    let trunks = Trunks::new(nets.iter().map(|net| Trunk::new(net)).collect());
+    let k = trunks.len();
     let mut out: Vec<Features> = nets
         .iter()
         .map(|_| Features {
@@ -131,11 +133,14 @@ fn run(
     while let Some(batch) = next {
         let batch = batch?;
         let forward = || {
-            for (trunk, f) in trunks.iter().zip(out.iter_mut()) {
-                let at = f.pool_3.len();
-                f.pool_3.resize(at + batch.len() * POOL3_LEN, 0.0);
-                let stats = trunk.pool_3(&batch.pixels, &mut f.pool_3[at..], with_stats);
-                f.stats.add(&stats);
+            let mut pool_3 = vec![0.0; batch.len() * k * POOL3_LEN];
+            let stats = trunks.pool_3(&batch.pixels, &mut pool_3, with_stats);
+            for (i, f) in out.iter_mut().enumerate() {
+                for image in pool_3.chunks(POOL3_LEN).skip(i).step_by(k) {
+                    f.pool_3.extend_from_slice(image);
+                }
+                let own: Vec<Conv3Stats> = stats.iter().skip(i).step_by(k).copied().collect();
+                f.stats.add(&own);
                 f.labels.extend(&batch.labels);
                 if let (Some(all), Some(t)) = (&mut f.true_labels, &batch.true_labels) {
                     all.extend(t);

@@ -9,6 +9,7 @@
 use crate::geometry::LayerName;
 use crate::geometry::{
     Conv as Geometry, CONV3_CHANNELS, CONV_1, CONV_2, CONV_3, IMAGE_LEN, INPUT_HW, POOL3_LEN,
+    POOL_1_HW, POOL_2_HW,
 };
 use crate::layout::to_nhwc;
 use crate::linalg::{im2col, matmul};
@@ -20,6 +21,7 @@ use rayon::prelude::*;
 const GROUP: usize = 1;
 
 /// One convolution (valid, stride 1) as a matrix product, followed by ReLU and 2x2 pooling.
+#[derive(Clone, Copy)]
 struct Conv<'a> {
     geometry: Geometry,
     /// (k * k * inputs, outputs), rows in (ky, kx, input) order.
@@ -35,6 +37,12 @@ impl<'a> Conv<'a> {
             bias: net.bias(name),
         }
     }
+
+    /// The same weights, bit for bit (so the same outputs, bit for bit).
+    fn same(&self, other: &Conv) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        bits(self.matrix) == bits(other.matrix) && bits(self.bias) == bits(other.bias)
+    }
 }
 
 /// conv_3 statistics of one image, which `profile` ranks channels by.
@@ -49,6 +57,7 @@ pub struct Conv3Stats {
 }
 
 /// The convolutional trunk of a network, ready for inference: a view of its parameters.
+#[derive(Clone, Copy)]
 pub struct Trunk<'a> {
     conv_1: Conv<'a>,
     conv_2: Conv<'a>,
@@ -78,13 +87,58 @@ impl<'a> Trunk<'a> {
     /// Writes the pool_3 activations (NHWC, [`POOL3_LEN`] per image) of CSAW (C, H, W)
     /// images into `pool_3`; returns each image's conv_3 statistics if `with_stats`.
     pub fn pool_3(&self, pixels: &[f32], pool_3: &mut [f32], with_stats: bool) -> Vec<Conv3Stats> {
-        assert_eq!(pixels.len() / IMAGE_LEN * POOL3_LEN, pool_3.len());
+        Trunks::new(vec![*self]).pool_3(pixels, pool_3, with_stats)
+    }
+}
+
+/// Several networks' trunks over the same images, each layer computed once for the networks
+/// whose input scale and weights up to it are equal (networks fine-tuned from conv_3 share
+/// conv_1 and conv_2 with the network they came from), so scoring a network and its derived
+/// ones costs little more than the first. Each network's activations are the bytes its
+/// [`Trunk`] alone gives.
+pub struct Trunks<'a> {
+    trunks: Vec<Trunk<'a>>,
+    /// Per network, the first network whose pool_1 and whose pool_2 it equals.
+    same: Vec<[usize; 2]>,
+}
+
+impl<'a> Trunks<'a> {
+    pub fn new(trunks: Vec<Trunk<'a>>) -> Self {
+        let same = (0..trunks.len())
+            .map(|i| {
+                let t = &trunks[i];
+                let same_pool_1 =
+                    |u: &Trunk| u.scale.to_bits() == t.scale.to_bits() && u.conv_1.same(&t.conv_1);
+                let pool_1 = (0..i).find(|&j| same_pool_1(&trunks[j])).unwrap_or(i);
+                let pool_2 = (0..i)
+                    .find(|&j| same_pool_1(&trunks[j]) && trunks[j].conv_2.same(&t.conv_2))
+                    .unwrap_or(i);
+                [pool_1, pool_2]
+            })
+            .collect();
+        Self { trunks, same }
+    }
+
+    pub fn len(&self) -> usize {
+        self.trunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.trunks.is_empty()
+    }
+
+    /// Writes every network's pool_3 activations of CSAW (C, H, W) images into `pool_3`,
+    /// image by image: image m's for network i at `(m * len + i) * POOL3_LEN`. Returns the
+    /// conv_3 statistics in the same order if `with_stats`.
+    pub fn pool_3(&self, pixels: &[f32], pool_3: &mut [f32], with_stats: bool) -> Vec<Conv3Stats> {
+        let k = self.trunks.len();
+        assert_eq!(pixels.len() / IMAGE_LEN * k * POOL3_LEN, pool_3.len());
         let stats: Vec<Vec<Conv3Stats>> = pool_3
-            .par_chunks_mut(GROUP * POOL3_LEN)
+            .par_chunks_mut(GROUP * k * POOL3_LEN)
             .zip(pixels.par_chunks(GROUP * IMAGE_LEN))
-            .map_init(Scratch::default, |s, (out, images)| {
+            .map_init(Vec::new, |s, (out, images)| {
                 pulp::Arch::new().dispatch(Group {
-                    trunk: self,
+                    trunks: self,
                     images,
                     out,
                     with_stats,
@@ -101,31 +155,55 @@ impl<'a> Trunk<'a> {
         images: &[f32],
         out: &mut [f32],
         with_stats: bool,
-        s: &mut Scratch,
+        s: &mut Vec<Scratch>,
     ) -> Vec<Conv3Stats> {
-        let n = images.len() / IMAGE_LEN;
-        // CSAW's (C, H, W) to (H, W, C), scaled, so that patch rows are runs of memory.
-        s.input.resize(images.len(), 0.0);
-        for (dst, src) in s.input.chunks_mut(IMAGE_LEN).zip(images.chunks(IMAGE_LEN)) {
-            to_nhwc(src, self.scale, dst);
+        let (n, k) = (images.len() / IMAGE_LEN, self.trunks.len());
+        s.resize_with(k, Scratch::default);
+        let input_shape = (n, INPUT_HW.0, INPUT_HW.1, CONV_1.inputs);
+        let pool_1_shape = (n, POOL_1_HW.0, POOL_1_HW.1, CONV_1.outputs);
+        let pool_2_shape = (n, POOL_2_HW.0, POOL_2_HW.1, CONV_2.outputs);
+        let mut stats = vec![None; if with_stats { n * k } else { 0 }];
+        for (i, (t, &[on_1, on_2])) in self.trunks.iter().zip(&self.same).enumerate() {
+            let (before, rest) = s.split_at_mut(i);
+            let Scratch {
+                input,
+                patches: [p1, p2, p3],
+                product: [z1, z2, z3],
+                pooled: [a1, a2, a3],
+            } = &mut rest[0];
+            if on_1 == i {
+                // CSAW's (C, H, W) to (H, W, C), scaled, so that patch rows are runs of memory.
+                input.resize(images.len(), 0.0);
+                for (dst, src) in input.chunks_mut(IMAGE_LEN).zip(images.chunks(IMAGE_LEN)) {
+                    to_nhwc(src, t.scale, dst);
+                }
+                convolve(&t.conv_1, input, input_shape, a1, p1, z1);
+            }
+            if on_2 == i {
+                let x1 = if on_1 == i {
+                    &a1[..]
+                } else {
+                    &before[on_1].pooled[0]
+                };
+                convolve(&t.conv_2, x1, pool_1_shape, a2, p2, z2);
+            }
+            let x2 = if on_2 == i {
+                &a2[..]
+            } else {
+                &before[on_2].pooled[1]
+            };
+            convolve(&t.conv_3, x2, pool_2_shape, a3, p3, z3);
+            let raw = z3.chunks(z3.len() / n);
+            for (m, (pooled, raw)) in a3.chunks(POOL3_LEN).zip(raw).enumerate() {
+                out[(m * k + i) * POOL3_LEN..][..POOL3_LEN].copy_from_slice(pooled);
+                if with_stats {
+                    stats[m * k + i] = Some(conv3_stats(raw, t.conv_3.bias, pooled));
+                }
+            }
         }
-        let Scratch {
-            input,
-            patches: [p1, p2, p3],
-            product: [z1, z2, z3],
-            pooled: [a1, a2, a3],
-        } = s;
-        let shape = (n, INPUT_HW.0, INPUT_HW.1, CONV_1.inputs);
-        let shape = convolve(&self.conv_1, input, shape, a1, p1, z1);
-        let shape = convolve(&self.conv_2, a1, shape, a2, p2, z2);
-        convolve(&self.conv_3, a2, shape, a3, p3, z3);
-        out.copy_from_slice(a3);
-        if !with_stats {
-            return Vec::new();
-        }
-        z3.chunks(z3.len() / n)
-            .zip(out.chunks(POOL3_LEN))
-            .map(|(raw, pooled)| conv3_stats(raw, self.conv_3.bias, pooled))
+        stats
+            .into_iter()
+            .map(|s| s.expect("every network"))
             .collect()
     }
 }
@@ -166,13 +244,13 @@ fn convolve(
     (n, ph, pw, outputs)
 }
 
-/// [`Trunk::group`] compiled for the best vector instructions the CPU has.
+/// [`Trunks::group`] compiled for the best vector instructions the CPU has.
 struct Group<'a> {
-    trunk: &'a Trunk<'a>,
+    trunks: &'a Trunks<'a>,
     images: &'a [f32],
     out: &'a mut [f32],
     with_stats: bool,
-    s: &'a mut Scratch,
+    s: &'a mut Vec<Scratch>,
 }
 
 impl pulp::WithSimd for Group<'_> {
@@ -180,7 +258,7 @@ impl pulp::WithSimd for Group<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<Conv3Stats> {
-        self.trunk
+        self.trunks
             .group(self.images, self.out, self.with_stats, self.s)
     }
 }
