@@ -175,6 +175,7 @@ test: $(BUILD)
 	bash tests/make_kill.sh
 	bash tests/python.sh
 	bash tests/zoo.sh
+	bash tests/zoo_scale.sh 200
 
 bench: $(BUILD)
 	$(BIN)/bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Planning and reporting at scale (not part of `make test`; minutes): a zoo of N tiny synthetic
-# networks (default 1,000) through `pipeline zoo-plan`, Snakemake's dry run of every job and
+# Planning and reporting at scale: a zoo of N tiny synthetic networks (default 1,000; `make
+# test` runs 200, seconds) through `pipeline zoo-plan`, Snakemake's dry run of every job and
 # `pipeline zoo-report`, each timed. No stage runs, so every network reports `not run`.
 #   bash tests/zoo_scale.sh [N]    (after `make zoo` installed Snakemake into target/snakemake)
 set -euo pipefail
@@ -24,4 +24,9 @@ jobs=$(grep -Eo '^total +[0-9]+' "$dir/out.log" | grep -Eo '[0-9]+' | head -1 ||
 report=$(seconds target/release/pipeline zoo-report --plan "$dir/plan.json" --logs "$dir/reports/logs" \
   --code target/make/code --output-dir "$dir/reports")
 rows=$(( $(wc -l < "$dir/reports/zoo.csv") - 1 ))
+fail() { echo "zoo_scale: FAILED: $*" >&2; exit 1; }
+# Eight jobs a network (synth to report) and the engine's own target; one row a network, none run.
+[ "$jobs" = $(( 8 * n + 1 )) ] || fail "the engine plans $jobs jobs for $n networks"
+[ "$rows" = "$n" ] && [ "$(grep -c '^n[0-9]*,not run,' "$dir/reports/zoo.csv")" = "$n" ] \
+  || fail "zoo.csv should have $n rows, each not run"
 echo "zoo_scale: $n networks, $jobs jobs: zoo-plan $plan s, Snakemake dry run $dry s, zoo-report $report s ($rows rows)"
