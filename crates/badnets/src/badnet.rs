@@ -106,6 +106,7 @@ pub fn train_badnet(
             None,
             &recipe,
             frozen,
+            None,
             &mut log,
             &|n| progress.advance(n as u64),
         )

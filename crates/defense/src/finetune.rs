@@ -15,6 +15,7 @@ use model::progress::Progress;
 use model::train::{self, Checkpoint, Examples, FeatureShift, Fitted};
 use model::weights::{Finetuned, Pruned};
 use model::DeepIdWeights;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -64,7 +65,8 @@ pub struct FinetuneSummary {
     pub models: Vec<Trained>,
     pub train_images: usize,
     pub holdout_images: usize,
-    /// Images through forward, backward and optimiser step, per second of training.
+    /// Images through forward, backward and optimiser step, per second of the training phase
+    /// (all networks side by side, held-out scoring included).
     pub training_images_per_second: f64,
     pub manifest: PathBuf,
 }
@@ -167,58 +169,78 @@ pub fn run(
 
     let settings = serde_json::to_string(ft).expect("settings serialize");
     let backdoored_fingerprint = backdoored.fingerprint();
-    let mut trained = Vec::new();
-    let (mut trained_images, mut training_s) = (0usize, 0f64);
+    let mut starts = Vec::new();
     for job in &jobs {
-        let name = job.name();
         let mut start = match job.channels_pruned {
             Some(k) => load_pruned(&job.source, &backdoored, &sweep.order[..k], "re-run prune")?,
             None => backdoored.clone(),
         };
-        let channels = start.pruned_channels().to_vec();
         train::reinitialise(&mut start, &ft.reinit, ft.recipe.seed);
-        let batch = ft.recipe.batch_size.min(train_set.len());
-        progress.start(&name, (ft.recipe.steps * batch) as u64);
-        let mut log = |c: &Checkpoint| {
-            let line = format!(
-                "{name}: step {}/{}: loss {:.4}, training accuracy {:.2}%{}",
-                c.step,
-                ft.recipe.steps,
-                c.loss,
-                c.train_accuracy,
-                c.holdout_accuracy
-                    .map(|a| format!(", held-out accuracy {a:.2}%"))
-                    .unwrap_or_default()
-            );
-            progress.status(&line);
-            tracing::info!("{line}");
-        };
+        starts.push(start);
+    }
+    // One pass through the frozen layers serves every network that agrees below the first
+    // trained layer (B and B' do: pruning touches conv_3 alone).
+    let frozen = starts
+        .first()
+        .and_then(|w| train::Frozen::new(w, &data, recipe.train_from));
+    let batch = ft.recipe.batch_size.min(train_set.len());
+    progress.start(
+        &format!("fine-tuning {} network(s)", jobs.len()),
+        (jobs.len() * ft.recipe.steps * batch) as u64,
+    );
+    // The networks train side by side; each one's steps are the same whatever the cores.
+    let clock = std::time::Instant::now();
+    let fitted: Vec<Result<Fitted>> = jobs
+        .par_iter()
+        .zip(&starts)
+        .map(|(job, start)| {
+            let name = job.name();
+            let mut log = |c: &Checkpoint| {
+                let line = format!(
+                    "{name}: step {}/{}: loss {:.4}, training accuracy {:.2}%{}",
+                    c.step,
+                    ft.recipe.steps,
+                    c.loss,
+                    c.train_accuracy,
+                    c.holdout_accuracy
+                        .map(|a| format!(", held-out accuracy {a:.2}%"))
+                        .unwrap_or_default()
+                );
+                progress.status(&line);
+                tracing::info!("{line}");
+            };
+            train::fit(
+                start,
+                &train_set,
+                (!holdout.is_empty()).then_some(&holdout),
+                &recipe,
+                start.pruned_channels(),
+                frozen.as_ref(),
+                &mut log,
+                &|n| progress.advance(n as u64),
+            )
+            .map_err(|e| {
+                let setting = format!("finetune.learning_rate (now {})", ft.recipe.learning_rate);
+                Error::diverged(e, &name, setting)
+            })
+        })
+        .collect();
+    progress.finish();
+    let training_s = clock.elapsed().as_secs_f64();
+    let trained_images = jobs.len() * ft.recipe.steps * batch;
+    tracing::info!(
+        "{} network(s) trained in {training_s:.1} s ({:.0} images/s)",
+        jobs.len(),
+        trained_images as f64 / training_s
+    );
+    let mut trained = Vec::new();
+    for ((job, start), fitted) in jobs.iter().zip(&starts).zip(fitted) {
         let Fitted {
             weights: mut tuned,
             history,
-            step_seconds,
-        } = train::fit(
-            &start,
-            &train_set,
-            (!holdout.is_empty()).then_some(&holdout),
-            &recipe,
-            &channels,
-            &mut log,
-            &|n| progress.advance(n as u64),
-        )
-        .map_err(|e| {
-            let setting = format!("finetune.learning_rate (now {})", ft.recipe.learning_rate);
-            Error::diverged(e, &name, setting)
-        })?;
-        progress.finish();
-        (trained_images, training_s) = (
-            trained_images + ft.recipe.steps * batch,
-            training_s + step_seconds,
-        );
-        tracing::info!(
-            "{name}: {step_seconds:.1} s training steps ({:.0} images/s)",
-            (ft.recipe.steps * batch) as f64 / step_seconds
-        );
+        } = fitted?;
+        let name = job.name();
+        let channels = start.pruned_channels().to_vec();
         let from = file_name(&job.source);
         tuned.provenance.finetuned = Some(Finetuned {
             from,

@@ -46,6 +46,9 @@ const POOL_3: usize = HEAD - 1;
 pub struct TrainFrom(usize);
 
 impl TrainFrom {
+    /// conv_4, whose input is pool_3.
+    pub const HEAD: Self = Self(HEAD);
+
     /// None unless `layer` is a convolution.
     pub fn new(layer: LayerName) -> Option<Self> {
         CONV_LAYERS.iter().position(|l| *l == layer).map(Self)

@@ -8,6 +8,7 @@
 use crate::backprop::TrainFrom;
 use crate::error::{Error, Result};
 use crate::geometry::{LayerName, Layers, IMAGE_LEN};
+use crate::head::Head;
 use crate::layout::to_nhwc;
 use crate::metrics::percent;
 use crate::network::Network;
@@ -90,6 +91,90 @@ impl<'a> Subset<'a> {
                 .collect(),
             ids.map(|i| self.data.labels[i]).collect(),
         )
+    }
+}
+
+/// The frozen layers' output (the input of the first trained convolution) for every image of
+/// a set, computed once and reused by every network that agrees with the one it came from
+/// below that convolution, bit for bit: B and its pruned networks B' share conv_1 and conv_2,
+/// so fine-tuning them all from conv_3 needs one pass over those layers.
+pub struct Frozen<'a> {
+    data: &'a Examples,
+    first: TrainFrom,
+    scale: f32,
+    /// The parameters below `first`, as bits.
+    below: Vec<u32>,
+    /// `first.input_len()` values per image of `data`.
+    values: Vec<f32>,
+}
+
+impl<'a> Frozen<'a> {
+    /// The frozen output of `weights` (at its own input scale) for all of `data`, or `None`
+    /// when `first` trains every layer or is not a convolution.
+    pub fn new(weights: &DeepIdWeights, data: &'a Examples, first: LayerName) -> Option<Self> {
+        let first = TrainFrom::new(first).filter(|f| f.layer() != LayerName::Conv1)?;
+        Some(Self::of(
+            &Network::new(weights),
+            first,
+            data,
+            weights.provenance.input_scale as f32,
+        ))
+    }
+
+    /// The frozen output of `net` for all of `data`, 1,024 images at a time.
+    fn of(net: &Network, first: TrainFrom, data: &'a Examples, scale: f32) -> Self {
+        let mut values = Vec::with_capacity(data.len() * first.input_len());
+        for pixels in data.pixels.chunks(1024 * IMAGE_LEN) {
+            values.extend(net.features(first, pixels, scale));
+        }
+        Self {
+            data,
+            first,
+            scale,
+            below: Self::bits_below(net, first),
+            values,
+        }
+    }
+
+    fn bits_below(net: &Network, first: TrainFrom) -> Vec<u32> {
+        net.params[..net.from_layer(first).start]
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    /// Whether these are `net`'s frozen outputs for `data`.
+    fn serves(&self, net: &Network, first: TrainFrom, scale: f32, data: &Examples) -> bool {
+        std::ptr::eq(self.data, data)
+            && self.first == first
+            && self.scale.to_bits() == scale.to_bits()
+            && self.below == Self::bits_below(net, first)
+    }
+
+    fn image(&self, i: usize) -> &[f32] {
+        let len = self.first.input_len();
+        &self.values[i * len..][..len]
+    }
+
+    /// Accuracy in percent of `net` on `subset` from the frozen outputs (the same predictions
+    /// as [`accuracy`] from the pixels), or `None` if these are not `net`'s outputs for the
+    /// subset's images.
+    pub fn accuracy(&self, net: &Network, subset: &Subset) -> Option<f64> {
+        if !self.serves(net, self.first, net.input_scale as f32, subset.data) {
+            return None;
+        }
+        let mut hits = 0;
+        for ids in subset.ids.chunks(1024) {
+            let x: Vec<f32> = ids.iter().flat_map(|&i| self.image(i)).copied().collect();
+            let pool_3 = net.advance(self.first, TrainFrom::HEAD, &x);
+            let pred = Head::new(net).classify(&pool_3);
+            hits += pred
+                .iter()
+                .zip(ids)
+                .filter(|(p, &i)| **p == subset.data.labels[i])
+                .count();
+        }
+        Some(percent(hits, subset.len()))
     }
 }
 
@@ -204,9 +289,6 @@ impl Recipe {
 pub struct Fitted {
     pub weights: DeepIdWeights,
     pub history: Vec<Checkpoint>,
-    /// Wall time of the training steps alone (forward, backward, optimiser step, masks),
-    /// without the held-out scoring and the frozen layers' one-off pass.
-    pub step_seconds: f64,
 }
 
 /// How training stood at one checkpoint (ten per run, evenly spaced).
@@ -287,13 +369,17 @@ fn rescale_conv1(w: &mut DeepIdWeights, factor: f64) {
 /// Trains `weights` on `train` for `recipe.steps` mini-batch steps, keeping conv_3's
 /// `frozen_channels` exactly zero (pruned channels stay pruned) and the layers below
 /// `recipe.first_layer` unchanged. `holdout`, if any, is scored at each checkpoint;
-/// `on_checkpoint` hears of each and `on_images` of every batch done.
+/// `on_checkpoint` hears of each and `on_images` of every batch done. `shared` holds the
+/// frozen layers' output for the training data when another network computed it; it is used
+/// only if it is this network's (else the pass is made here).
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     weights: &DeepIdWeights,
     train: &Subset,
     holdout: Option<&Subset>,
     recipe: &Recipe,
     frozen_channels: &[usize],
+    shared: Option<&Frozen>,
     on_checkpoint: &mut dyn FnMut(&Checkpoint),
     on_images: &dyn Fn(usize),
 ) -> Result<Fitted> {
@@ -323,38 +409,40 @@ pub fn fit(
         .map(|i| i - trainable.start)
         .collect();
 
-    // The frozen layers' output is computed once, 1,024 images at a time.
-    let cached: Option<Vec<f32>> = (first.layer() != LayerName::Conv1).then(|| {
-        let mut out = Vec::with_capacity(train.len() * first.input_len());
-        for at in (0..train.len()).collect::<Vec<_>>().chunks(1024) {
-            let (pixels, _) = train.gather(at);
-            out.extend(net.features(first, &pixels, scale as f32));
+    // The frozen layers' output, computed once for the whole data set (training and held-out
+    // images) unless another network's serves.
+    let own;
+    let frozen = match shared {
+        Some(f) if f.serves(&net, first, scale as f32, train.data) => Some(f),
+        _ if first.layer() == LayerName::Conv1 => None,
+        _ => {
+            own = Frozen::of(&net, first, train.data, scale as f32);
+            Some(&own)
         }
-        out
-    });
+    };
     let len = first.input_len();
     let inputs = |ids: &[usize]| -> (Vec<f32>, Vec<u32>) {
-        let labels = ids
-            .iter()
-            .map(|&k| train.data.labels[train.ids[k]])
-            .collect();
-        let x = match &cached {
-            Some(c) => ids
-                .iter()
-                .flat_map(|&k| &c[k * len..][..len])
-                .copied()
-                .collect(),
+        let ids = ids.iter().map(|&k| train.ids[k]);
+        let labels = ids.clone().map(|i| train.data.labels[i]).collect();
+        let x = match frozen {
+            Some(f) => ids.flat_map(|i| f.image(i)).copied().collect(),
             None => {
                 let mut x = Vec::with_capacity(ids.len() * len);
                 let mut buf = vec![0f32; IMAGE_LEN];
-                for &k in ids {
-                    to_nhwc(train.data.image(train.ids[k]), scale as f32, &mut buf);
+                for i in ids {
+                    to_nhwc(train.data.image(i), scale as f32, &mut buf);
                     x.extend_from_slice(&buf);
                 }
                 x
             }
         };
         (x, labels)
+    };
+    // Held-out images from the frozen output when it covers them.
+    let score = |net: &Network, h: &Subset| {
+        frozen
+            .and_then(|f| f.accuracy(net, h))
+            .unwrap_or_else(|| accuracy(net, h))
     };
 
     // Feature shift: W_B in the flat layout, and its norm.
@@ -388,9 +476,7 @@ pub fn fit(
         out.prune_conv3(frozen_channels);
         out
     };
-    let mut step_seconds = 0.0;
     for step in 1..=recipe.steps {
-        let clock = std::time::Instant::now();
         if next + batch > order.len() {
             order.shuffle(&mut rng);
             next = 0;
@@ -425,14 +511,13 @@ pub fn fit(
             hold_norm(&mut net.params[trainable.clone()][head.clone()], norm);
         }
         (loss_sum, hits, seen) = (loss_sum + loss, hits + h, seen + batch);
-        step_seconds += clock.elapsed().as_secs_f64();
         on_images(batch);
         if step % every == 0 || step == recipe.steps {
             if net.params[trainable.clone()].iter().any(|v| !v.is_finite()) {
                 return Err(diverged("network's weights"));
             }
             let tuned = finish(&net);
-            let holdout_accuracy = holdout.map(|h| accuracy(&Network::new(&tuned), h));
+            let holdout_accuracy = holdout.map(|h| score(&Network::new(&tuned), h));
             let c = Checkpoint {
                 step,
                 learning_rate: rate,
@@ -456,7 +541,6 @@ pub fn fit(
     Ok(Fitted {
         weights: finish(&net),
         history,
-        step_seconds,
     })
 }
 

@@ -203,6 +203,7 @@ fn pruned_channels_stay_zero_and_frozen_layers_stay_put() {
                     None,
                     &recipe(optimizer, first),
                     &pruned,
+                    None,
                     &mut |_| {},
                     &|_| {},
                 )
@@ -250,7 +251,7 @@ fn training_fits_a_small_set() {
         weights: tuned,
         history,
         ..
-    } = train::fit(&w, &all, None, &r, &[], &mut |_| {}, &|_| {}).unwrap();
+    } = train::fit(&w, &all, None, &r, &[], None, &mut |_| {}, &|_| {}).unwrap();
     let after = train::accuracy(&Network::new(&tuned), &all);
     assert!(
         after >= 95.0 && after > before + 40.0,
@@ -302,7 +303,7 @@ fn feature_shift_holds_the_head_at_the_backdoored_norm_and_turns_it_away() {
             alpha,
             head: w.layers.output.clone(),
         });
-        let out = train::fit(&start, &all, None, &r, &[], &mut |_| {}, &|_| {}).unwrap();
+        let out = train::fit(&start, &all, None, &r, &[], None, &mut |_| {}, &|_| {}).unwrap();
         cosine_and_norm(&out.weights.layers.output.weight.data, original)
     };
     let (_, want) = cosine_and_norm(original, original);
@@ -314,4 +315,79 @@ fn feature_shift_holds_the_head_at_the_backdoored_norm_and_turns_it_away() {
     // Without the penalty a fresh head is about orthogonal to B's; with it, it turns away.
     assert!(cos_plain.abs() < 0.2, "cosine without penalty {cos_plain}");
     assert!(cos_shift < -0.5, "cosine with penalty {cos_shift}");
+}
+
+/// A frozen-layer pass shared between networks changes no byte of what each trains, is
+/// ignored by a network it does not belong to, and scores held-out images as the pixels do.
+#[test]
+fn shared_frozen_output_changes_nothing() {
+    let (w, data) = setup(48, 5);
+    // Trained a little, so that its predictions vary with the image.
+    let mut r = recipe(Optimizer::Adam, LayerName::Conv1);
+    (r.steps, r.learning_rate, r.weight_decay) = (60, 3e-3, 0.0);
+    let all = Subset::all(&data);
+    let w = train::fit(&w, &all, None, &r, &[], None, &mut |_| {}, &|_| {})
+        .unwrap()
+        .weights;
+    let mut pruned = w.clone();
+    pruned.prune_conv3(&(0..40).step_by(2).collect::<Vec<_>>());
+    let (other, _) = setup(1, 6);
+    let (train_set, held) = data.split(0.25, 1);
+    for first in [LayerName::Conv2, LayerName::Conv3, LayerName::Conv4] {
+        let mut r = recipe(Optimizer::Adam, first);
+        r.select = Select::Best;
+        let shared = train::Frozen::new(&w, &data, first).unwrap();
+        let foreign = train::Frozen::new(&other, &data, first).unwrap();
+        for net in [&w, &pruned] {
+            let channels = net.pruned_channels().to_vec();
+            let fit = |frozen| {
+                train::fit(
+                    net,
+                    &train_set,
+                    Some(&held),
+                    &r,
+                    &channels,
+                    frozen,
+                    &mut |_| {},
+                    &|_| {},
+                )
+                .unwrap()
+            };
+            let alone = fit(None);
+            for frozen in [&shared, &foreign] {
+                let out = fit(Some(frozen));
+                assert_eq!(out.weights.fingerprint(), alone.weights.fingerprint());
+                let held_out = |f: &train::Fitted| {
+                    f.history
+                        .iter()
+                        .map(|c| c.holdout_accuracy.unwrap())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(held_out(&out), held_out(&alone));
+            }
+        }
+        // Scores from frozen outputs are the scores from the pixels.
+        let frozen = &shared;
+        let scores = [&w, &pruned].map(|n| train::accuracy(&Network::new(n), &all));
+        assert!(
+            scores[0] > 0.0 && scores[0] < 100.0 && scores[1] != scores[0],
+            "scores that tell the networks apart: {scores:?}"
+        );
+        for (net, want) in [&w, &pruned].into_iter().zip(scores) {
+            let net = Network::new(net);
+            let got = frozen.accuracy(&net, &all);
+            if first == LayerName::Conv4 && net.params != Network::new(&w).params {
+                assert_eq!(got, None, "B's pool_3 is not B''s");
+            } else {
+                assert_eq!(got, Some(want));
+            }
+        }
+        assert_eq!(frozen.accuracy(&Network::new(&other), &all), None);
+        let copy = data.clone();
+        assert_eq!(
+            frozen.accuracy(&Network::new(&w), &Subset::all(&copy)),
+            None
+        );
+    }
+    assert!(train::Frozen::new(&w, &data, LayerName::Conv1).is_none());
 }

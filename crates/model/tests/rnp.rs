@@ -139,6 +139,7 @@ fn trained(images: usize, seed: u64) -> (DeepIdWeights, Examples) {
         None,
         &Recipe::plain(150, 16, 3e-3, seed),
         &[],
+        None,
         &mut |_| {},
         &|_| {},
     )
