@@ -65,6 +65,7 @@ fn main() -> std::process::ExitCode {
             anyhow::ensure!(status.success(), "generating the benchmark data failed");
         }
         let bin = std::env::current_exe()?;
+        let rates = bench::floor::rates();
         let rows = bench::run(
             &args.dir,
             bin.parent().context("no binary folder")?,
@@ -76,7 +77,8 @@ fn main() -> std::process::ExitCode {
             bench::Report {
                 sizes,
                 inputs: &inputs,
-                rows: &rows
+                rows: &rows,
+                rates,
             }
         )?;
         Ok(())

@@ -19,6 +19,7 @@ use formats::ModelFile;
 use model::head::Head;
 use model::metrics::accuracy;
 use model::progress::Progress;
+use model::trunk::{Trunk, Trunks};
 use model::{DeepIdWeights, Network};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -101,6 +102,9 @@ pub struct EvaluateFiles {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvaluateSummary {
     pub summary: Vec<SummaryRow>,
+    /// Floating-point operations of the trunks (shared layers once) and the heads
+    /// ([`model::flops`]); the sweep's updates after each channel are not counted.
+    pub work_flops: f64,
     /// Sweep, targets, summary.
     pub outputs: [PathBuf; 3],
 }
@@ -160,10 +164,35 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     let net = Network::new(&weights);
     let tuned = finetuned(&files.finetune_dir, &prune, &weights)?;
     let tuned_nets: Vec<Network> = tuned.iter().map(|t| Network::new(&t.weights)).collect();
-    let nets: Vec<&Network> = std::iter::once(&net).chain(&tuned_nets).collect();
-    let mut clean_all = extract(&nets, &files.test, classes, "test", progress)?;
-    let mut triggered_all = extract(&nets, &files.poisoned_test, classes, "poisoned", progress)?;
-    let (clean, triggered) = (clean_all.remove(0), triggered_all.remove(0));
+    // Networks with equal weights (thresholds that prune the same channels, so fine-tune the
+    // same network) are scored once: `slot` is each fine-tuned network's place in `nets`.
+    let mut nets: Vec<&Network> = vec![&net];
+    let slot: Vec<usize> = tuned_nets
+        .iter()
+        .map(|n| {
+            let same = |d: &&Network| d.input_scale == n.input_scale && d.params == n.params;
+            nets.iter().position(same).unwrap_or_else(|| {
+                nets.push(n);
+                nets.len() - 1
+            })
+        })
+        .collect();
+    let clean_all = extract(&nets, &files.test, classes, "test", progress)?;
+    let triggered_all = extract(&nets, &files.poisoned_test, classes, "poisoned", progress)?;
+    let (clean, triggered) = (&clean_all[0], &triggered_all[0]);
+    let work_flops = (clean.len() + triggered.len()) as f64
+        * (Trunks::new(nets.iter().map(|n| Trunk::new(n)).collect()).flops_per_image()
+            + nets.len() as f64 * model::flops::forward(model::flops::head(), classes));
+    // Each scored network's classes on both sets (B's come from the sweep's step 0).
+    let classified: Vec<(Vec<u32>, Vec<u32>)> = nets
+        .iter()
+        .zip(clean_all.iter().zip(&triggered_all))
+        .skip(1)
+        .map(|(n, (fc, fp))| {
+            let head = Head::new(n);
+            (head.classify(&fc.pool_3), head.classify(&fp.pool_3))
+        })
+        .collect();
 
     let head = Head::new(&net);
     progress.start("sweep", (clean.len() + triggered.len()) as u64);
@@ -173,7 +202,7 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     });
     progress.finish();
 
-    let (c, p) = (labelled(&clean), labelled(&triggered));
+    let (c, p) = (labelled(clean), labelled(triggered));
     let b = (clean_steps[0].as_slice(), poisoned_steps[0].as_slice());
     let steps: Vec<_> = clean_steps
         .iter()
@@ -209,13 +238,11 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
             answers.push(pred);
         }
     }
-    for ((tuned, net), (fc, fp)) in tuned
-        .iter()
-        .zip(&tuned_nets)
-        .zip(clean_all.iter().zip(&triggered_all))
-    {
-        let head = Head::new(net);
-        let f_pred = (head.classify(&fc.pool_3), head.classify(&fp.pool_3));
+    for (tuned, &k) in tuned.iter().zip(&slot) {
+        let f_pred = match k {
+            0 => (b.0.to_vec(), b.1.to_vec()),
+            k => classified[k - 1].clone(),
+        };
         let (fine, g) = score_pair(&c, &p, b, (&f_pred.0, &f_pred.1), backdoor);
         let kinds = match tuned.threshold {
             Some(_) => [Kind::FinePruned, Kind::RepairedFinePruned],
@@ -278,6 +305,7 @@ pub fn run(files: &EvaluateFiles, progress: &dyn Progress) -> Result<EvaluateSum
     summary.write(&summary_out)?;
     Ok(EvaluateSummary {
         summary: summary.rows,
+        work_flops,
         outputs: [sweep_out, targets_out, summary_out],
     })
 }

@@ -68,6 +68,9 @@ pub struct FinetuneSummary {
     /// Images through forward, backward and optimiser step, per second of the training phase
     /// (all networks side by side, held-out scoring included).
     pub training_images_per_second: f64,
+    /// Floating-point operations of the training, the held-out scoring and the frozen layers'
+    /// passes ([`model::flops`]).
+    pub work_flops: f64,
     pub manifest: PathBuf,
 }
 
@@ -234,11 +237,16 @@ pub fn run(
         trained_images as f64 / training_s
     );
     let mut trained = Vec::new();
+    let mut work_flops = frozen
+        .as_ref()
+        .map_or(0.0, |f| f.work_flops(backdoored.classes()));
     for ((job, start), fitted) in jobs.iter().zip(&starts).zip(fitted) {
         let Fitted {
             weights: mut tuned,
             history,
+            work_flops: flops,
         } = fitted?;
+        work_flops += flops;
         let name = job.name();
         let channels = start.pruned_channels().to_vec();
         let from = file_name(&job.source);
@@ -292,6 +300,7 @@ pub fn run(
         train_images: train_set.len(),
         holdout_images: holdout.len(),
         training_images_per_second: trained_images as f64 / training_s.max(1e-9),
+        work_flops,
         manifest,
     })
 }

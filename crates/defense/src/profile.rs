@@ -221,6 +221,10 @@ pub struct ProfileSummary {
     /// How RNP went, for statistic rnp.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rnp: Option<rnp::Outcome>,
+    /// Floating-point operations of the trunk pass ([`model::flops`]); not counted for RNP,
+    /// whose mask learning makes passes of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work_flops: Option<f64>,
     pub outputs: [PathBuf; 2],
 }
 
@@ -269,6 +273,9 @@ pub fn run(
         statistic: statistic_name(profile.statistic),
         dormant_channels: profile.pool_3_mean.iter().filter(|m| **m == 0.0).count(),
         order: profile.order,
+        work_flops: rnp.is_none().then(|| {
+            features.len() as f64 * model::flops::forward(model::flops::trunk(), weights.classes())
+        }),
         rnp,
         outputs: [files.output.clone(), files.features_output.clone()],
     })

@@ -44,6 +44,10 @@ pub struct PruneSummary {
     pub thresholds: Vec<ThresholdHit>,
     pub models: Vec<PrunedModel>,
     pub steps: usize,
+    /// Floating-point operations of the head's first pass over the validation images
+    /// ([`model::flops`]); the sweep's updates after each channel, which depend on the data,
+    /// are not counted, so this is a lower bound.
+    pub work_flops: f64,
     pub output: PathBuf,
 }
 
@@ -161,6 +165,8 @@ pub fn run(
         thresholds: sweep.hits,
         models,
         steps: sweep.order.len(),
+        work_flops: features.len() as f64
+            * model::flops::forward(model::flops::head(), weights.classes()),
         output: sweep_out,
     })
 }

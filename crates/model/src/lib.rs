@@ -9,6 +9,7 @@ pub mod backprop;
 pub mod classify;
 pub mod cleanse;
 pub mod error;
+pub mod flops;
 pub mod geometry;
 #[cfg(feature = "oracle")]
 pub mod graph;

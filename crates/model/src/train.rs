@@ -7,6 +7,7 @@
 
 use crate::backprop::TrainFrom;
 use crate::error::{Error, Result};
+use crate::flops;
 use crate::geometry::{LayerName, Layers, IMAGE_LEN};
 use crate::head::Head;
 use crate::layout::to_nhwc;
@@ -151,6 +152,11 @@ impl<'a> Frozen<'a> {
             && self.below == Self::bits_below(net, first)
     }
 
+    /// Floating-point operations of the pass that made these outputs ([`crate::flops`]).
+    pub fn work_flops(&self, classes: usize) -> f64 {
+        self.data.len() as f64 * flops::forward(flops::below(self.first.layer()), classes)
+    }
+
     fn image(&self, i: usize) -> &[f32] {
         let len = self.first.input_len();
         &self.values[i * len..][..len]
@@ -289,6 +295,9 @@ impl Recipe {
 pub struct Fitted {
     pub weights: DeepIdWeights,
     pub history: Vec<Checkpoint>,
+    /// Floating-point operations of the run ([`crate::flops`]): the steps, the held-out
+    /// scoring, and the frozen layers' pass when no shared one served.
+    pub work_flops: f64,
 }
 
 /// How training stood at one checkpoint (ten per run, evenly spaced).
@@ -411,12 +420,15 @@ pub fn fit(
 
     // The frozen layers' output, computed once for the whole data set (training and held-out
     // images) unless another network's serves.
+    let classes = net.classes();
+    let mut work_flops = 0.0;
     let own;
     let frozen = match shared {
         Some(f) if f.serves(&net, first, scale as f32, train.data) => Some(f),
         _ if first.layer() == LayerName::Conv1 => None,
         _ => {
             own = Frozen::of(&net, first, train.data, scale as f32);
+            work_flops += own.work_flops(classes);
             Some(&own)
         }
     };
@@ -438,11 +450,16 @@ pub fn fit(
         };
         (x, labels)
     };
-    // Held-out images from the frozen output when it covers them.
-    let score = |net: &Network, h: &Subset| {
-        frozen
-            .and_then(|f| f.accuracy(net, h))
-            .unwrap_or_else(|| accuracy(net, h))
+    // Held-out images from the frozen output when it covers them; the score and its FLOPs.
+    let score = |net: &Network, h: &Subset| match frozen.and_then(|f| f.accuracy(net, h)) {
+        Some(a) => (
+            a,
+            h.len() as f64 * flops::forward(flops::from(first.layer()), classes),
+        ),
+        None => (
+            accuracy(net, h),
+            h.len() as f64 * flops::forward(LayerName::ALL, classes),
+        ),
     };
 
     // Feature shift: W_B in the flat layout, and its norm.
@@ -517,7 +534,11 @@ pub fn fit(
                 return Err(diverged("network's weights"));
             }
             let tuned = finish(&net);
-            let holdout_accuracy = holdout.map(|h| score(&Network::new(&tuned), h));
+            let holdout_accuracy = holdout.map(|h| {
+                let (accuracy, cost) = score(&Network::new(&tuned), h);
+                work_flops += cost;
+                accuracy
+            });
             let c = Checkpoint {
                 step,
                 learning_rate: rate,
@@ -541,6 +562,8 @@ pub fn fit(
     Ok(Fitted {
         weights: finish(&net),
         history,
+        work_flops: work_flops
+            + (recipe.steps * batch) as f64 * flops::training(first.layer(), classes),
     })
 }
 

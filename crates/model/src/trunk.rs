@@ -6,6 +6,7 @@
 //! bias, ReLU and pooling), which training needs for its gradients. Both are checked against
 //! Keras (`tests/keras_reference.rs`).
 
+use crate::flops;
 use crate::geometry::LayerName;
 use crate::geometry::{
     Conv as Geometry, CONV3_CHANNELS, CONV_1, CONV_2, CONV_3, IMAGE_LEN, INPUT_HW, POOL3_LEN,
@@ -121,6 +122,17 @@ impl<'a> Trunks<'a> {
 
     pub fn len(&self) -> usize {
         self.trunks.len()
+    }
+
+    /// Floating-point operations per image ([`crate::flops`]): every network's conv_3 and the
+    /// conv_1 and conv_2 it does not share.
+    pub fn flops_per_image(&self) -> f64 {
+        let own = |(i, &[on_1, on_2]): (usize, &[usize; 2])| {
+            let layers = [(on_1 == i, LayerName::Conv1), (on_2 == i, LayerName::Conv2)];
+            let unshared = layers.into_iter().filter(|(own, _)| *own).map(|(_, l)| l);
+            flops::forward(unshared.chain([LayerName::Conv3]), 0)
+        };
+        self.same.iter().enumerate().map(own).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -65,3 +65,26 @@ fn shared_layers_give_each_network_its_own_bytes() {
     assert_ne!(first(0), first(3));
     assert_eq!(first(0), first(4));
 }
+
+/// The work counted is the layers each network computes itself.
+#[test]
+fn shared_layers_are_counted_once() {
+    use model::flops::{forward, trunk};
+    let b = Network::new(&train::init_weights(11, 4, 1.0 / 255.0));
+    let conv = |l| forward([l], 0);
+    let (c1, c2, c3) = (
+        conv(LayerName::Conv1),
+        conv(LayerName::Conv2),
+        conv(LayerName::Conv3),
+    );
+    let count =
+        |nets: &[Network]| Trunks::new(nets.iter().map(Trunk::new).collect()).flops_per_image();
+    assert_eq!(count(&[b.clone()]), forward(trunk(), 0));
+    let tuned = nudged(&b, LayerName::Conv3);
+    assert_eq!(count(&[b.clone(), tuned.clone()]), c1 + c2 + 2.0 * c3);
+    let conv_2 = nudged(&b, LayerName::Conv2);
+    assert_eq!(
+        count(&[b.clone(), tuned, conv_2, nudged(&b, LayerName::Conv1)]),
+        c1 + c2 + c3 + c3 + (c2 + c3) + (c1 + c2 + c3)
+    );
+}
