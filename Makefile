@@ -174,6 +174,7 @@ test: $(BUILD)
 	bash tests/make_incremental.sh
 	bash tests/make_kill.sh
 	bash tests/python.sh
+	bash tests/serve.sh
 	bash tests/zoo.sh
 	bash tests/zoo_scale.sh 200
 

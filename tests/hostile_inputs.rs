@@ -125,8 +125,10 @@ impl Scratch {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let b = network();
-        formats::keras::save_with_keras(&b, &dir.path().join("b.safetensors")).unwrap();
-        formats::keras::save_with_keras(&pruned(&b), &dir.path().join("p.safetensors")).unwrap();
+        for (w, name) in [(&b, "b"), (&pruned(&b), "p")] {
+            let path = dir.path().join(format!("{name}.safetensors"));
+            formats::weights::save_derived(w, &b, &path).unwrap();
+        }
         formats::csaw::write_csaw(&dir.path().join("data.h5"), &images(), false).unwrap();
         Self { dir }
     }

@@ -4,34 +4,13 @@
 # `predict` gives; every image table shows `image_shape` to pyarrow.parquet.read_metadata; and
 # the README's Python code runs as written (its PyTorch part where torch is installed).
 #
-# Keras, JAX, h5py, pyarrow, pandas and safetensors are installed once into target/python
-# (about 0.7 GB) and reused; FINEPRUNE_TEST_TORCH=1 adds PyTorch (about 6 GB with its CUDA
-# libraries) so the PyTorch example runs too.
+# The Python packages come from tests/venv.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 fail() { echo "python: FAILED: $*" >&2; exit 1; }
 
-venv=target/python
-packages="keras jax h5py pyarrow pandas safetensors numpy${FINEPRUNE_TEST_TORCH:+ torch}"
-if [ "$(cat "$venv/.packages" 2>/dev/null)" != "$packages" ]; then
-  command -v python3 >/dev/null || fail "python3 not found: install Python 3.10 or newer"
-  rm -rf "$venv"
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
-        || fail "could not install python3-venv with apt-get"
-      rm -rf "$venv"
-      python3 -m venv "$venv" || fail "python3 -m venv failed"
-    else
-      fail "python3 -m venv failed: install python3-venv"
-    fi
-  fi
-  echo "python: installing $packages into $venv (once)"
-  "$venv/bin/pip" install -q --disable-pip-version-check $packages \
-    || fail "could not install $packages from the package index"
-  echo "$packages" > "$venv/.packages"
-fi
+source tests/venv.sh
 py="$root/$venv/bin/python"
 export KERAS_BACKEND=jax
 

@@ -11,6 +11,9 @@ use model::DeepIdWeights;
 
 const TINY_FINETUNE: &str = "[finetune]\nsteps = 2\nbatch_size = 8\nunpruned = false\n";
 
+/// A named way to break a file's contents.
+type Case<'a, T> = (&'a str, &'a dyn Fn(&mut T));
+
 /// A work folder with ingest, profile and prune done on the reference fixtures.
 fn pruned_work() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +46,7 @@ fn profile_is_checked() {
     let (dir, c) = pruned_work();
     let path = dir.path().join("work/profile/activations.parquet");
     let good = std::fs::read(&path).unwrap();
-    let cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+    let cases: [Case<Table>; 4] = [
         ("has 10 channels", &|t| {
             for (_, col) in &mut t.columns {
                 match col {
@@ -86,7 +89,7 @@ fn validation_activations_are_checked() {
         .unwrap()
         .fingerprint();
     let good = Features::load(&path, &fingerprint, 1283).unwrap();
-    let cases: [(&str, &dyn Fn(&mut Features)); 4] = [
+    let cases: [Case<Features>; 4] = [
         ("not one of the model's 1283 classes", &|f| {
             f.labels[9] = 1283
         }),
@@ -117,7 +120,7 @@ fn prune_sweep_is_checked() {
     let (dir, c) = pruned_work();
     let path = dir.path().join("work/prune/sweep.parquet");
     let good = std::fs::read(&path).unwrap();
-    let cases: [(&str, &dyn Fn(&mut Table)); 3] = [
+    let cases: [Case<Table>; 3] = [
         ("not a permutation", &|t| {
             if let Column::Int(v) = column(t, "pruned_channel") {
                 v[5] = Some(999);
@@ -157,7 +160,7 @@ fn finetune_refuses_a_pruned_network_the_sweep_did_not_make() {
         .join("work/prune/bd_net_prime_4_percent_threshold.safetensors");
     let good = DeepIdWeights::load(&path).unwrap();
     let name = "bd_net_prime_4_percent_threshold.safetensors";
-    let cases: [(&str, &dyn Fn(&mut DeepIdWeights)); 4] = [
+    let cases: [Case<DeepIdWeights>; 4] = [
         ("the pruning sweep says", &|w| {
             w.provenance.pruned.as_mut().unwrap().channels.pop();
         }),
@@ -205,7 +208,7 @@ fn evaluate_tables_are_checked() {
     let good: Vec<_> = [&sweep, &summary, &targets]
         .map(|f| (f, std::fs::read(f).unwrap()))
         .into();
-    let sweep_cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+    let sweep_cases: [Case<Table>; 4] = [
         ("permutation", &|t| {
             if let Column::Int(v) = column(t, "pruned_channel") {
                 v[7] = Some(999);
@@ -227,7 +230,7 @@ fn evaluate_tables_are_checked() {
             }
         }),
     ];
-    let summary_cases: [(&str, &dyn Fn(&mut Table)); 4] = [
+    let summary_cases: [Case<Table>; 4] = [
         ("not one of", &|t| {
             if let Column::Text(v) = column(t, "network") {
                 v[1] = Some("pruned_twice".into());
@@ -250,7 +253,7 @@ fn evaluate_tables_are_checked() {
         }),
     ];
     // The reference's triggered images all have one target: one row per summary row.
-    let targets_cases: [(&str, &dyn Fn(&mut Table)); 5] = [
+    let targets_cases: [Case<Table>; 5] = [
         ("averages", &|t| {
             if let Column::Float(v) = column(t, "attack_success_rate") {
                 v[1] = Some(v[1].unwrap() / 2.0 + 1.0);

@@ -10,6 +10,7 @@ use crate::sweep::PruneSweep;
 use crate::{Error, Result};
 use formats::paths::{self, label};
 use formats::source::Images;
+use formats::weights::{derived_files, save_derived};
 use formats::ModelFile;
 use model::progress::Progress;
 use model::train::{self, Checkpoint, Examples, FeatureShift, Fitted};
@@ -123,7 +124,7 @@ pub fn run(
     let outputs: Vec<PathBuf> = jobs
         .iter()
         .flat_map(|j| &j.outputs)
-        .flat_map(|o| [o.clone(), o.with_extension("h5")])
+        .flat_map(|o| derived_files(o))
         .collect();
     formats::written::check_paths(
         &[
@@ -264,7 +265,7 @@ pub fn run(
                 threshold_percent: *threshold,
                 backdoored: backdoored_fingerprint.clone(),
             });
-            formats::keras::save_with_keras(&tuned, out)?;
+            save_derived(&tuned, &backdoored, out)?;
         }
         trained.push(Trained {
             name,
@@ -277,6 +278,8 @@ pub fn run(
     // Networks of settings no longer asked for go once the new ones are written.
     let keep: Vec<PathBuf> = jobs.iter().flat_map(|j| j.outputs.clone()).collect();
     formats::written::remove_stale(out_dir, paths::FINETUNED_PREFIX, &keep)?;
+    let repaired: Vec<PathBuf> = keep.iter().map(|k| derived_files(k)[3].clone()).collect();
+    formats::written::remove_stale(out_dir, paths::REPAIRED_PREFIX, &repaired)?;
     if !ft.unpruned {
         formats::written::remove_stale(out_dir, paths::FINETUNED_UNPRUNED_STEM, &[])?;
     }

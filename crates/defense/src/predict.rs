@@ -92,6 +92,19 @@ pub fn load_model(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
     }
 }
 
+/// B and B' for G(B, B'), from safetensors or Keras files (`input_scale` for Keras ones),
+/// checked to stand together ([`check_pair`]).
+pub fn load_pair(
+    model_path: &Path,
+    pruned_path: &Path,
+    input_scale: f64,
+) -> Result<(DeepIdWeights, DeepIdWeights)> {
+    let model = load_model(model_path, input_scale)?;
+    let pruned = load_model(pruned_path, input_scale)?;
+    check_pair(model_path, pruned_path, &model, &pruned)?;
+    Ok((model, pruned))
+}
+
 /// Checks that `pruned` can stand beside `model` in G: another file, holding a network derived
 /// from B, where B (`model`) is not itself pruned. Swapped or repeated roles are usage errors.
 /// A network with no pruning record (a Keras file from elsewhere) is taken on trust unless it
@@ -254,14 +267,12 @@ pub fn run(
     files: &PredictFiles,
     progress: &dyn Progress,
 ) -> Result<(Vec<Prediction>, PredictSummary)> {
-    let model = load_model(&files.model, files.input_scale)?;
-    let pruned = match &files.pruned {
+    let (model, pruned) = match &files.pruned {
         Some(path) => {
-            let p = load_model(path, files.input_scale)?;
-            check_pair(&files.model, path, &model, &p)?;
-            Some(p)
+            let (b, p) = load_pair(&files.model, path, files.input_scale)?;
+            (b, Some(p))
         }
-        None => None,
+        None => (load_model(&files.model, files.input_scale)?, None),
     };
     let classes = model.classes();
     let sources = open_inputs(&files.inputs, classes)?;
@@ -280,9 +291,14 @@ pub fn run(
         for chunk in receive {
             let chunk = chunk?;
             debug_assert_eq!(chunk.pixels.len(), chunk.origins.len() * IMAGE_LEN);
-            let logits = b.logits(&chunk.pixels);
+            let (logits, pruned_classes) = match &b_prime {
+                Some(p) => {
+                    let (logits, classes) = model::classify::pair(&b, p, &chunk.pixels);
+                    (logits, Some(classes))
+                }
+                None => (b.logits(&chunk.pixels), None),
+            };
             let b_classes: Vec<u32> = logits.chunks(classes).map(model::linalg::argmax).collect();
-            let pruned_classes = b_prime.as_ref().map(|c| c.predict(&chunk.pixels));
             let repaired = pruned_classes
                 .as_ref()
                 .map(|c| crate::metrics::repaired(&b_classes, c, classes as u32));

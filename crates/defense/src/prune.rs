@@ -8,6 +8,7 @@ use crate::profile::Profile;
 use crate::sweep::{thresholds_reached, PruneSweep, ThresholdHit};
 use crate::{Error, Result};
 use formats::paths::{self, label};
+use formats::weights::{derived_files, save_derived};
 use formats::ModelFile;
 use model::head::Head;
 use model::metrics::accuracy;
@@ -80,7 +81,7 @@ pub fn run(
     let model_path = |t| out.join(paths::pruned_model_file(t));
     let models: Vec<PathBuf> = thresholds
         .iter()
-        .flat_map(|&t| [model_path(t), model_path(t).with_extension("h5")])
+        .flat_map(|&t| derived_files(&model_path(t)))
         .collect();
     formats::written::check_paths(
         &[
@@ -124,6 +125,8 @@ pub fn run(
         .map(|h| model_path(h.threshold_percent))
         .collect();
     formats::written::remove_stale(out, paths::PRUNED_PREFIX, &keep)?;
+    let repaired: Vec<PathBuf> = keep.iter().map(|k| derived_files(k)[3].clone()).collect();
+    formats::written::remove_stale(out, paths::REPAIRED_PREFIX, &repaired)?;
     let mut models = Vec::new();
     for hit in &hits {
         let Some(k) = hit.channels_pruned else {
@@ -144,7 +147,7 @@ pub fn run(
             backdoored: fingerprint.clone(),
         });
         let path = model_path(hit.threshold_percent);
-        formats::keras::save_with_keras(&pruned, &path)?;
+        save_derived(&pruned, &weights, &path)?;
         models.push(PrunedModel {
             threshold_percent: hit.threshold_percent,
             channels_pruned: k,

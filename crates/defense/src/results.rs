@@ -653,6 +653,9 @@ impl Targets {
 mod tests {
     use super::*;
 
+    /// A named way to break a table.
+    type Case<'a, T> = (&'a str, &'a dyn Fn(&mut T));
+
     fn row(network: Kind, threshold: Option<f64>, asr: f64) -> SummaryRow {
         SummaryRow {
             network,
@@ -754,7 +757,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("targets.parquet");
         let (_, targets) = run();
-        let cases: [(&str, &dyn Fn(&mut Table)); 5] = [
+        let cases: [Case<Table>; 5] = [
             ("row 1: target 3 after 3", &|t| {
                 if let Column::Int(v) = column(t, "target") {
                     v[1] = Some(3);

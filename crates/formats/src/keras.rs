@@ -164,14 +164,6 @@ pub fn export_model(weights: &DeepIdWeights, path: &Path) -> Result<()> {
     out.commit()
 }
 
-/// Writes `weights` as safetensors at `path` and as a Keras full model beside it (same stem,
-/// `.h5`): the form a network the pipeline derives is deployed in.
-pub fn save_with_keras(weights: &DeepIdWeights, path: &Path) -> Result<()> {
-    use crate::weights::ModelFile;
-    weights.save(path)?;
-    export_model(weights, &path.with_extension("h5"))
-}
-
 /// Keras's layer list for DeepID; layers without weights get an empty `weight_names`.
 const KERAS_LAYERS: [&str; 15] = [
     "input",

@@ -231,6 +231,9 @@ pub fn label(threshold: f64) -> String {
 }
 
 pub const PRUNED_PREFIX: &str = "bd_net_prime_";
+/// The repaired ensemble G(B, network) of each derived network, as one ONNX graph
+/// (`repaired_<network stem>.onnx`, [`crate::weights::derived_files`]).
+pub const REPAIRED_PREFIX: &str = "repaired_";
 pub const FINETUNED_PREFIX: &str = "bd_net_fineprune_";
 
 pub fn pruned_model_file(threshold: f64) -> String {

@@ -8,7 +8,7 @@ use model::weights::{Layer, Param};
 use model::{DeepIdWeights, LayerName, Layers, Provenance};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const ARCHITECTURE: &str = "deepid";
 
@@ -20,6 +20,33 @@ fn st_error(path: &Path) -> impl Fn(safetensors::SafeTensorError) -> Error + '_ 
 }
 
 /// Reading and writing [`DeepIdWeights`] as a safetensors file.
+/// The files a derived network is saved as, for its `.safetensors` at `path`: that, then beside
+/// it (same stem) a Keras full model (`.h5`), an ONNX graph (`.onnx`), and the repaired
+/// ensemble G(B, this network) as one ONNX graph (`repaired_<stem>.onnx`).
+pub fn derived_files(path: &Path) -> [PathBuf; 4] {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    [
+        path.to_path_buf(),
+        path.with_extension("h5"),
+        path.with_extension("onnx"),
+        path.with_file_name(format!("{}{stem}.onnx", crate::paths::REPAIRED_PREFIX)),
+    ]
+}
+
+/// Writes a network derived from `backdoored` as [`derived_files`] says: the forms it is
+/// deployed in.
+pub fn save_derived(
+    weights: &DeepIdWeights,
+    backdoored: &DeepIdWeights,
+    path: &Path,
+) -> Result<()> {
+    let [safetensors, h5, onnx, repaired] = derived_files(path);
+    weights.save(&safetensors)?;
+    crate::keras::export_model(weights, &h5)?;
+    crate::onnx::export(weights, &onnx)?;
+    crate::onnx::export_repaired(backdoored, weights, &repaired)
+}
+
 pub trait ModelFile: Sized {
     fn save(&self, path: &Path) -> Result<()>;
     fn load(path: &Path) -> Result<Self>;

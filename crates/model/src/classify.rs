@@ -4,7 +4,7 @@
 use crate::geometry::{IMAGE_LEN, POOL3_LEN};
 use crate::head::Head;
 use crate::network::Network;
-use crate::trunk::Trunk;
+use crate::trunk::{Trunk, Trunks};
 
 impl Network {
     /// Predicted classes of CSAW (C, H, W) images.
@@ -23,4 +23,25 @@ impl Network {
         Trunk::new(self).pool_3(pixels, &mut pool_3, false);
         pool_3
     }
+}
+
+/// B's logits and B''s classes for the same CSAW (C, H, W) images, the layers the two share
+/// computed once ([`Trunks`]): what the repaired ensemble G(B, B') needs. The same bytes as
+/// [`Network::logits`] and [`Network::predict`] apart.
+pub fn pair(b: &Network, b_prime: &Network, pixels: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let n = pixels.len() / IMAGE_LEN;
+    let mut both = vec![0.0; n * 2 * POOL3_LEN];
+    Trunks::new(vec![Trunk::new(b), Trunk::new(b_prime)]).pool_3(pixels, &mut both, false);
+    let (mut pool_b, mut pool_prime) = (
+        Vec::with_capacity(n * POOL3_LEN),
+        Vec::with_capacity(n * POOL3_LEN),
+    );
+    for image in both.chunks(2 * POOL3_LEN) {
+        pool_b.extend_from_slice(&image[..POOL3_LEN]);
+        pool_prime.extend_from_slice(&image[POOL3_LEN..]);
+    }
+    (
+        Head::new(b).logits(&pool_b),
+        Head::new(b_prime).classify(&pool_prime),
+    )
 }

@@ -79,7 +79,7 @@ fn shared_layers_are_counted_once() {
     );
     let count =
         |nets: &[Network]| Trunks::new(nets.iter().map(Trunk::new).collect()).flops_per_image();
-    assert_eq!(count(&[b.clone()]), forward(trunk(), 0));
+    assert_eq!(count(std::slice::from_ref(&b)), forward(trunk(), 0));
     let tuned = nudged(&b, LayerName::Conv3);
     assert_eq!(count(&[b.clone(), tuned.clone()]), c1 + c2 + 2.0 * c3);
     let conv_2 = nudged(&b, LayerName::Conv2);
