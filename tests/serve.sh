@@ -8,7 +8,8 @@
 #   onnx.checker accepts every file;
 # - the Python package (`pip install ./python`, built by maturin): `fineprune.load(B, B')(x)`
 #   is exactly predict's `repaired_class`, in the CSAW layout and NHWC; a missing file raises
-#   FileNotFoundError naming it, a bad shape ValueError;
+#   FileNotFoundError naming it, a bad shape ValueError; `fineprune.defend` gives make's summary
+#   and make's bytes, and runs nothing when everything is current;
 # - the README's "Serve it" and "Use it from Python" code runs as written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -121,7 +122,62 @@ ours = np.array([float(r["probability"]) for r in csv.DictReader(open(sys.argv[3
 assert np.abs(p.max(1) - ours).max() < 1e-5, np.abs(p.max(1) - ours).max()
 PY
 
-# The README's serving and Python code, as written, from the reference run's folder.
+# fineprune.defend: on the reference run's inputs and settings, in a work folder of its own, the
+# summary make's evaluate wrote and the same bytes in every derived file; a second call runs
+# nothing, and so does one on make's own work folder. Missing inputs and bad settings raise.
+(cd "$run" && "$py" - "$run" 2>"$dir/err" <<'PY') || fail "fineprune.defend: $(tail -1 "$dir/err")"
+import filecmp, os, sys
+import fineprune, pyarrow.parquet as pq
+
+run = sys.argv[1]
+inputs = ["models/bd_net.h5", "data/valid.h5", "data/test.h5", "data/bd_test.h5"]
+settings = dict(finetune={"steps": 20}, scan={"candidates": 2, "reference": 2, "steps": 10, "batch_size": 8})
+phases = []
+result = fineprune.defend(*inputs, work_dir="defended", progress=lambda *p: phases.append(p), **settings)
+assert result.stages_run == ["ingest", "profile", "prune", "finetune", "scan", "evaluate", "report"], result
+assert {p[0] for p in phases} >= {"profile", "prune", "sweep"} and phases[-1][1] == phases[-1][2], phases[-3:]
+assert result.summary == pq.read_table("work/evaluate/summary.parquet").to_pylist()
+for n in result.networks:
+    for ext in (".safetensors", ".h5", ".onnx"):
+        ours = str(n["path"])[: -len(".safetensors")] + ext
+        assert filecmp.cmp(ours, ours.replace("/defended/", "/work/"), shallow=False), ours
+assert filecmp.cmp("defended/reports/performance.csv", "reports/performance.csv", shallow=False)
+assert fineprune.defend(*inputs, work_dir="defended", **settings).stages_run == []
+assert fineprune.defend(*inputs, work_dir="work", reports_dir="reports", **settings).stages_run == []
+assert result.network(4).name == "bd_net_fineprune_4_percent_threshold.safetensors"
+assert result.network(None).name == "bd_net_finetuned.safetensors"
+assert result.network(2, fine_pruned=False).name == "bd_net_prime_2_percent_threshold.safetensors"
+for bad, error, words in [
+    (lambda: fineprune.defend("models/none.h5", *inputs[1:]), FileNotFoundError, "models/none.h5"),
+    (lambda: fineprune.defend(*inputs, work_dir="defended", finetune={"stpes": 3}), ValueError, "stpes"),
+    (lambda: fineprune.defend(*inputs[:2]), ValueError, "test and poisoned_test"),
+]:
+    try:
+        bad()
+        sys.exit(f"no {error.__name__} for {words}")
+    except error as e:
+        assert words in str(e), e
+PY
+
+# fineprune.defend on the tiny built-in benchmark's files (copied, so they count as user data)
+# with the tiny configuration's settings: make's summary.
+tiny="$dir/tiny"
+mkdir -p "$tiny"
+tiny_config "$tiny/pipeline.toml" 20
+make all CONFIG="$tiny/pipeline.toml" >"$tiny/make.log" 2>&1 || fail "make all on the tiny benchmark"
+mkdir -p "$tiny/user"
+cp "$tiny"/data/*.h5 "$tiny"/models/bd_net.h5 "$tiny/user/"
+(cd "$tiny" && "$py" - 2>"$dir/err" <<'PY') || fail "fineprune.defend on the tiny benchmark: $(tail -1 "$dir/err")"
+import fineprune, pyarrow.parquet as pq, tomllib
+settings = tomllib.load(open("pipeline.toml", "rb"))
+result = fineprune.defend("user/bd_net.h5", "user/valid.h5", "user/test.h5", "user/bd_test.h5",
+                          work_dir="defended", thresholds=settings["prune"]["thresholds"],
+                          finetune=settings["finetune"], scan=settings["scan"])
+assert result.summary == pq.read_table("work/evaluate/summary.parquet").to_pylist()
+PY
+
+# The README's serving and Python code, as written, from the reference run's folder; each
+# example's G must be predict's.
 for section in "Serve it" "Use it from Python"; do
   file="$dir/readme_${section// /_}.py"
   awk -v s="### $section" '$0 == s {on = 1; next} on && /^##/ {on = 0}
@@ -129,14 +185,19 @@ for section in "Serve it" "Use it from Python"; do
        on && /^```$/ {file = ""; next}
        file != "" {print > file}' README.md
   [ -f "$file" ] || fail "the README should have a Python example under \"$section\""
+  if [ "$section" = "Serve it" ]; then
+    pair="work/ingest/model.safetensors work/finetune/bd_net_fineprune_4_percent_threshold.safetensors"
+    echo "pair = '$pair'.split()" >> "$file"
+  else
+    echo "pair = [str(result.backdoored), str(result.network(4))]" >> "$file"
+  fi
   cat >> "$file" <<'PY'
 import csv, subprocess, sys
-out = subprocess.run([sys.argv[1], "--model", "work/ingest/model.safetensors", "--pruned",
-                      "work/finetune/bd_net_fineprune_4_percent_threshold.safetensors", "data/test.h5"],
+out = subprocess.run([sys.argv[1], "--model", pair[0], "--pruned", pair[1], "data/test.h5"],
                      capture_output=True, text=True, check=True).stdout
 assert [int(r["repaired_class"]) for r in csv.DictReader(out.splitlines())] == classes.tolist()
 PY
   (cd "$run" && "$py" "$file" "$root/target/release/predict" >/dev/null 2>"$dir/err") \
     || fail "README example under \"$section\": $(tail -1 "$dir/err")"
 done
-echo "serve: every ONNX export and the Python package agree with predict; the README's code runs"
+echo "serve: every ONNX export, fineprune.load and fineprune.defend agree with predict and make; the README's code runs"

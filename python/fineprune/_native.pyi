@@ -1,4 +1,6 @@
 # Type stubs of the extension module (crates/python/src/lib.rs).
+from typing import Any, Callable, Optional
+
 import numpy as np
 import numpy.typing as npt
 
@@ -12,4 +14,10 @@ class Pair:
     def classify(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]: ...
     def probabilities(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 
+def defend(
+    config: str,
+    code: str,
+    progress: Optional[Callable[[str, int, int], Any]] = None,
+    on_stage: Optional[Callable[[str], Any]] = None,
+) -> str: ...
 def load(b_path: str, b_prime_path: str, input_scale: float) -> Pair: ...

@@ -388,6 +388,20 @@ pub struct SynthFiles {
     pub work_dir: PathBuf,
 }
 
+impl SynthFiles {
+    /// The files make gives the stage for the run `config`: the run's inputs.
+    pub fn in_work(config: &formats::config::Config, work: &formats::paths::WorkPaths) -> Self {
+        Self {
+            valid: config.data.valid.clone(),
+            test: config.data.test.clone(),
+            poisoned_test: config.data.poisoned_test.clone(),
+            weights: config.model.weights.clone(),
+            input_scale: config.model.input_scale,
+            work_dir: work.stage(formats::paths::Stage::Synth),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthSummary {
     pub clean_test_accuracy: f64,

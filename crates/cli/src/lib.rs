@@ -35,8 +35,9 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn path(&self, work: &WorkPaths) -> PathBuf {
-        self.model.clone().unwrap_or_else(|| work.model())
+    /// `--model`, else the stage's default.
+    pub fn or(&self, default: PathBuf) -> PathBuf {
+        self.model.clone().unwrap_or(default)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::results::{
 };
 use crate::sweep::PruneSweep;
 use crate::Result;
-use formats::paths;
+use formats::paths::{self, Split, Stage, WorkPaths};
 use formats::source::Images;
 use formats::ModelFile;
 use model::head::Head;
@@ -97,6 +97,20 @@ pub struct EvaluateFiles {
     /// Where `finetune` wrote its networks and `models.json`.
     pub finetune_dir: PathBuf,
     pub output_dir: PathBuf,
+}
+
+impl EvaluateFiles {
+    /// The files make gives the stage in the work folder `work`.
+    pub fn in_work(work: &WorkPaths) -> Self {
+        Self {
+            model: work.model(),
+            prune_sweep: work.prune_sweep(),
+            test: work.dataset(Split::Test),
+            poisoned_test: work.dataset(Split::PoisonedTest),
+            finetune_dir: work.stage(Stage::Finetune),
+            output_dir: work.stage(Stage::Evaluate),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

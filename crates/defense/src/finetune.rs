@@ -8,7 +8,7 @@ use crate::fingerprint::check_same_model;
 use crate::models::{load_pruned, Manifest, ManifestEntry};
 use crate::sweep::PruneSweep;
 use crate::{Error, Result};
-use formats::paths::{self, label};
+use formats::paths::{self, label, Split, Stage, WorkPaths};
 use formats::source::Images;
 use formats::weights::{derived_files, save_derived};
 use formats::ModelFile;
@@ -28,6 +28,18 @@ pub struct FinetuneFiles {
     /// The pruned networks and their sweep.
     pub prune_dir: PathBuf,
     pub output_dir: PathBuf,
+}
+
+impl FinetuneFiles {
+    /// The files make gives the stage in the work folder `work`.
+    pub fn in_work(work: &WorkPaths) -> Self {
+        Self {
+            model: work.model(),
+            valid: work.dataset(Split::Valid),
+            prune_dir: work.stage(Stage::Prune),
+            output_dir: work.stage(Stage::Finetune),
+        }
+    }
 }
 
 /// One network to fine-tune and the files it becomes.

@@ -1,11 +1,13 @@
 //! The ingest stage: CSAW HDF5 datasets -> Parquet image tables, streamed in batches, and
 //! Keras HDF5 weights -> a safetensors model.
 
+use crate::config::FinetuneConfig;
 use crate::{Error, Result};
 use formats::atomic::AtomicFile;
+use formats::config::Config;
 use formats::csaw::CsawFile;
 use formats::images::{self, ImageWriter, PixelType, Pixels};
-use formats::paths::{self, Split};
+use formats::paths::{self, Split, Stage, WorkPaths};
 use formats::ModelFile;
 use model::progress::Progress;
 use serde::Serialize;
@@ -132,6 +134,24 @@ pub struct IngestFiles {
     /// out), checked before anything is written.
     pub min_valid_images: usize,
     pub output_dir: PathBuf,
+}
+
+impl IngestFiles {
+    /// The files make gives the stage for the run `config` (its inputs, its work folder).
+    pub fn in_work(config: &Config, work: &WorkPaths) -> Result<Self> {
+        let data = &config.data;
+        Ok(Self {
+            datasets: [
+                (Split::Valid, data.valid.clone()),
+                (Split::Test, data.test.clone()),
+                (Split::PoisonedTest, data.poisoned_test.clone()),
+            ],
+            weights: config.model.weights.clone(),
+            input_scale: config.model.input_scale,
+            min_valid_images: config.table::<FinetuneConfig>()?.min_valid_images(),
+            output_dir: work.stage(Stage::Ingest),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,6 +5,7 @@ use crate::config::{ProfileConfig, Statistic};
 use crate::features::{extract, ChannelStats};
 use crate::fingerprint::MODEL_KEY;
 use crate::{Error, Result};
+use formats::paths::{Split, WorkPaths};
 use formats::source::Images;
 use formats::table::{Column, Table};
 use formats::ModelFile;
@@ -210,6 +211,18 @@ pub struct ProfileFiles {
     pub output: PathBuf,
     /// The validation pool_3 activations, for `prune`.
     pub features_output: PathBuf,
+}
+
+impl ProfileFiles {
+    /// The files make gives the stage in the work folder `work`.
+    pub fn in_work(work: &WorkPaths) -> Self {
+        Self {
+            model: work.model(),
+            valid: work.dataset(Split::Valid),
+            output: work.activations(),
+            features_output: work.valid_pool_3(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

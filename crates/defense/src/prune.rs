@@ -7,7 +7,7 @@ use crate::fingerprint::check_same_model;
 use crate::profile::Profile;
 use crate::sweep::{thresholds_reached, PruneSweep, ThresholdHit};
 use crate::{Error, Result};
-use formats::paths::{self, label};
+use formats::paths::{self, label, Stage, WorkPaths};
 use formats::weights::{derived_files, save_derived};
 use formats::ModelFile;
 use model::head::Head;
@@ -26,6 +26,18 @@ pub struct PruneFiles {
     pub features: PathBuf,
     /// Where the sweep and the pruned networks go.
     pub output_dir: PathBuf,
+}
+
+impl PruneFiles {
+    /// The files make gives the stage in the work folder `work`.
+    pub fn in_work(work: &WorkPaths) -> Self {
+        Self {
+            model: work.model(),
+            profile: work.activations(),
+            features: work.valid_pool_3(),
+            output_dir: work.stage(Stage::Prune),
+        }
+    }
 }
 
 /// A pruned network written for one threshold.

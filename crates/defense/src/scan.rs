@@ -19,7 +19,7 @@ use crate::fingerprint::check_same_model;
 use crate::models::finetuned;
 use crate::sweep::PruneSweep;
 use crate::{Error, Result};
-use formats::paths::{self, label};
+use formats::paths::{self, label, Stage, WorkPaths};
 use formats::source::Images;
 use formats::table::{Column, Table};
 use formats::ModelFile;
@@ -44,6 +44,19 @@ pub struct ScanFiles {
     /// Where `finetune` wrote its networks and `models.json`.
     pub finetune_dir: PathBuf,
     pub output_dir: PathBuf,
+}
+
+impl ScanFiles {
+    /// The files make gives the stage in the work folder `work`.
+    pub fn in_work(work: &WorkPaths) -> Self {
+        Self {
+            model: work.model(),
+            valid: work.dataset(paths::Split::Valid),
+            prune_sweep: work.prune_sweep(),
+            finetune_dir: work.stage(Stage::Finetune),
+            output_dir: work.stage(Stage::Scan),
+        }
+    }
 }
 
 /// One scanned label.

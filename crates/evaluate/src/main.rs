@@ -8,7 +8,6 @@ use clap::Parser;
 use cli::progress::Bars;
 use cli::ModelArgs;
 use defense::evaluate::{run, EvaluateFiles};
-use formats::paths::{Split, Stage};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -37,19 +36,14 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("evaluate", |args: Args, _config, work| {
+        let d = EvaluateFiles::in_work(&work);
         let files = EvaluateFiles {
-            model: args.model.path(&work),
-            prune_sweep: args.prune_sweep.unwrap_or_else(|| work.prune_sweep()),
-            test: args.test.unwrap_or_else(|| work.dataset(Split::Test)),
-            poisoned_test: args
-                .poisoned_test
-                .unwrap_or_else(|| work.dataset(Split::PoisonedTest)),
-            finetune_dir: args
-                .finetune_dir
-                .unwrap_or_else(|| work.stage(Stage::Finetune)),
-            output_dir: args
-                .output_dir
-                .unwrap_or_else(|| work.stage(Stage::Evaluate)),
+            model: args.model.or(d.model),
+            prune_sweep: args.prune_sweep.unwrap_or(d.prune_sweep),
+            test: args.test.unwrap_or(d.test),
+            poisoned_test: args.poisoned_test.unwrap_or(d.poisoned_test),
+            finetune_dir: args.finetune_dir.unwrap_or(d.finetune_dir),
+            output_dir: args.output_dir.unwrap_or(d.output_dir),
         };
         Ok(run(&files, &Bars::new())?)
     })

@@ -9,7 +9,6 @@ use cli::progress::Bars;
 use cli::ModelArgs;
 use defense::config::FinetuneConfig;
 use defense::finetune::{run, FinetuneFiles};
-use formats::paths::{Split, Stage};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -32,13 +31,12 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("finetune", |args: Args, config, work| {
+        let d = FinetuneFiles::in_work(&work);
         let files = FinetuneFiles {
-            model: args.model.path(&work),
-            valid: args.input.unwrap_or_else(|| work.dataset(Split::Valid)),
-            prune_dir: args.prune_dir.unwrap_or_else(|| work.stage(Stage::Prune)),
-            output_dir: args
-                .output_dir
-                .unwrap_or_else(|| work.stage(Stage::Finetune)),
+            model: args.model.or(d.model),
+            valid: args.input.unwrap_or(d.valid),
+            prune_dir: args.prune_dir.unwrap_or(d.prune_dir),
+            output_dir: args.output_dir.unwrap_or(d.output_dir),
         };
         Ok(run(
             &files,

@@ -3,9 +3,7 @@
 
 use clap::Parser;
 use cli::progress::Bars;
-use defense::config::FinetuneConfig;
 use defense::ingest::{run, IngestFiles};
-use formats::paths::{Split, Stage};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -32,21 +30,17 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("ingest", |args: Args, config, work| {
-        let data = config.data.clone();
-        let files = IngestFiles {
-            datasets: [
-                (Split::Valid, args.valid.unwrap_or(data.valid)),
-                (Split::Test, args.test.unwrap_or(data.test)),
-                (
-                    Split::PoisonedTest,
-                    args.poisoned_test.unwrap_or(data.poisoned_test),
-                ),
-            ],
-            weights: args.weights.unwrap_or(config.model.weights.clone()),
-            input_scale: config.model.input_scale,
-            min_valid_images: config.table::<FinetuneConfig>()?.min_valid_images(),
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage(Stage::Ingest)),
-        };
+        let mut files = IngestFiles::in_work(&config, &work)?;
+        for (i, path) in [args.valid, args.test, args.poisoned_test]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(path) = path {
+                files.datasets[i].1 = path;
+            }
+        }
+        files.weights = args.weights.unwrap_or(files.weights);
+        files.output_dir = args.output_dir.unwrap_or(files.output_dir);
         Ok(run(&files, &Bars::new())?)
     })
 }

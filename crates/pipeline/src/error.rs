@@ -1,5 +1,5 @@
 //! The pipeline driver's errors: the configuration or a stamp file, a finished run's tables,
-//! or the zoo report.
+//! the zoo report, or a stage run in process.
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -11,4 +11,6 @@ pub enum Error {
     Table(#[from] defense::Error),
     #[error("{0}")]
     Report(#[from] render::Error),
+    #[error("{0}")]
+    Synth(#[from] badnets::Error),
 }

@@ -14,6 +14,7 @@ use formats::{atomic, written};
 use std::path::{Path, PathBuf};
 
 mod error;
+pub mod run;
 pub mod zoo;
 
 pub use error::{Error, Result};
@@ -158,6 +159,12 @@ fn make_literal(p: &Path) -> String {
 pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
     let cfg = Config::load(config)?;
     let mode = data_mode(&cfg)?;
+    refresh_config(&cfg, mode)?;
+    Ok((cfg, mode))
+}
+
+/// [`refresh`] for a configuration already read, in data mode `mode` (`user` or `synth`).
+pub fn refresh_config(cfg: &Config, mode: &str) -> Result<()> {
     let work = WorkPaths::new(&cfg.work.dir);
     let stamps = work.config();
     std::fs::create_dir_all(&stamps).at(&stamps)?;
@@ -178,11 +185,11 @@ pub fn refresh(config: &Path) -> Result<(Config, &'static str)> {
         write_if_changed(&work.table_stamp(table), &(json + "\n"))?;
     }
     if mode == "user" {
-        for (name, path) in inputs(&cfg) {
+        for (name, path) in inputs(cfg) {
             input_stamp(&work, name, path)?;
         }
     }
-    Ok((cfg, mode))
+    Ok(())
 }
 
 /// Checks `config`, refreshes the stamps in its work folder and the links beside `out`, and

@@ -146,18 +146,11 @@ pub fn plan(zoo: &Path) -> Result<Plan> {
 /// Makefile's rules, which tests/architecture.rs holds equal to the jobs). So a network whose
 /// run failed or never finished is not taken for done with results of an earlier run.
 fn is_current(network: &Network, code: &Path) -> bool {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     refresh(&network.config).is_ok()
-        && network.jobs.iter().all(|job| {
-            let done = job.outputs.iter().map(|p| modified(p)).min().flatten();
-            let code = code.join(job.stage.name());
-            let needs = job.needs.iter().chain([&code]);
-            done.is_some_and(|done| {
-                needs
-                    .into_iter()
-                    .all(|n| modified(n).is_some_and(|t| t <= done))
-            })
-        })
+        && network
+            .jobs
+            .iter()
+            .all(|job| crate::run::is_current(job, Some(&code.join(job.stage.name()))))
 }
 
 /// The last error line a stage wrote to its log in `logs` (the engine keeps the logs of

@@ -8,7 +8,6 @@ use cli::progress::Bars;
 use cli::ModelArgs;
 use defense::config::ProfileConfig;
 use defense::profile::{run, ProfileFiles};
-use formats::paths::Split;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -31,11 +30,12 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("profile", |args: Args, config, work| {
+        let d = ProfileFiles::in_work(&work);
         let files = ProfileFiles {
-            model: args.model.path(&work),
-            valid: args.input.unwrap_or_else(|| work.dataset(Split::Valid)),
-            output: args.output.unwrap_or_else(|| work.activations()),
-            features_output: args.features_output.unwrap_or_else(|| work.valid_pool_3()),
+            model: args.model.or(d.model),
+            valid: args.input.unwrap_or(d.valid),
+            output: args.output.unwrap_or(d.output),
+            features_output: args.features_output.unwrap_or(d.features_output),
         };
         Ok(run(
             &files,

@@ -7,7 +7,6 @@ use cli::progress::Bars;
 use cli::ModelArgs;
 use defense::config::{check_thresholds, PruneConfig};
 use defense::prune::{run, PruneFiles};
-use formats::paths::Stage;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -40,11 +39,12 @@ fn main() -> std::process::ExitCode {
             }
             None => config.table::<PruneConfig>()?.thresholds,
         };
+        let d = PruneFiles::in_work(&work);
         let files = PruneFiles {
-            model: args.model.path(&work),
-            profile: args.profile.unwrap_or_else(|| work.activations()),
-            features: args.features.unwrap_or_else(|| work.valid_pool_3()),
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage(Stage::Prune)),
+            model: args.model.or(d.model),
+            profile: args.profile.unwrap_or(d.profile),
+            features: args.features.unwrap_or(d.features),
+            output_dir: args.output_dir.unwrap_or(d.output_dir),
         };
         Ok(run(&files, &thresholds, &Bars::new())?)
     })

@@ -1,16 +1,25 @@
-//! `fineprune._native`: the repaired ensemble G(B, B') for Python, on NumPy arrays. The typed,
-//! documented API is `python/fineprune/__init__.py`, which converts its inputs to float32
-//! and calls this module; the work runs with the GIL released, on every core.
+//! `fineprune._native`: the defense for Python. `defend` runs the pipeline in process as
+//! `make all` does (the same stamps, files and caching); `load` gives the repaired ensemble
+//! G(B, B') on NumPy arrays. The typed, documented API is `python/fineprune/__init__.py`,
+//! which checks and converts its arguments and calls this module; the work runs with the GIL
+//! released, on every core.
 
 use defense::metrics::repaired;
+use defense::models::Manifest;
 use defense::predict::load_pair;
+use defense::results::Summary;
+use defense::sweep::PruneSweep;
+use formats::config::Config;
+use formats::paths::{self, Stage, WorkPaths};
 use model::geometry::{IMAGE_LEN, INPUT_HW, INPUT_SHAPE};
+use model::progress::Progress;
 use model::Network;
 use numpy::ndarray::{Axis, IxDyn};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// B and B', loaded and checked to stand together.
 #[pyclass(frozen, module = "fineprune._native")]
@@ -136,8 +145,144 @@ fn load(b_path: PathBuf, b_prime_path: PathBuf, input_scale: f64) -> PyResult<Pa
     })
 }
 
+/// Reports progress to a Python callable `(phase, done, total)`, at most once per percent.
+struct Callback {
+    callback: Option<PyObject>,
+    /// The phase, its length, units done, and the units at the last report.
+    state: Mutex<(String, u64, u64, u64)>,
+    /// The first exception the callback raised, raised again once the run ends.
+    raised: Mutex<Option<PyErr>>,
+}
+
+impl Callback {
+    fn call(&self, what: &str, done: u64, len: u64) {
+        let Some(callback) = &self.callback else {
+            return;
+        };
+        Python::with_gil(|py| {
+            if let Err(e) = callback.call1(py, (what, done, len)) {
+                self.raised.lock().expect("lock").get_or_insert(e);
+            }
+        });
+    }
+}
+
+impl Progress for Callback {
+    fn start(&self, what: &str, len: u64) {
+        *self.state.lock().expect("lock") = (what.to_string(), len, 0, 0);
+        self.call(what, 0, len);
+    }
+
+    fn advance(&self, n: u64) {
+        let report = {
+            let mut s = self.state.lock().expect("lock");
+            s.2 += n;
+            let due = s.1 == 0 || (s.2 - s.3) * 100 >= s.1;
+            due.then(|| {
+                s.3 = s.2;
+                (s.0.clone(), s.2, s.1)
+            })
+        };
+        if let Some((what, done, len)) = report {
+            self.call(&what, done, len);
+        }
+    }
+
+    fn status(&self, _: &str) {}
+
+    fn finish(&self) {
+        let (what, len) = {
+            let s = self.state.lock().expect("lock");
+            (s.0.clone(), s.1)
+        };
+        self.call(&what, len, len);
+    }
+}
+
+/// The networks a finished run derived: kind (`pruned`, `fine_pruned`, `fine_tuned`),
+/// threshold and `.safetensors` path.
+fn derived(work: &WorkPaths) -> Result<Vec<serde_json::Value>, defense::Error> {
+    let mut out = Vec::new();
+    let network = |kind: &str, threshold: Option<f64>, path: PathBuf| serde_json::json!({"kind": kind, "threshold_percent": threshold, "path": path});
+    let sweep = PruneSweep::read(&work.prune_sweep())?;
+    for hit in sweep.hits.iter().filter(|h| h.channels_pruned.is_some()) {
+        let t = hit.threshold_percent;
+        let path = work.stage(Stage::Prune).join(paths::pruned_model_file(t));
+        out.push(network("pruned", Some(t), path));
+    }
+    let dir = work.stage(Stage::Finetune);
+    for entry in Manifest::read(&dir.join(paths::FINETUNE_MODELS))?.models {
+        match entry.thresholds_percent.as_slice() {
+            [] => out.extend(
+                entry
+                    .models
+                    .iter()
+                    .map(|m| network("fine_tuned", None, dir.join(m))),
+            ),
+            ts => out.extend(
+                ts.iter()
+                    .zip(&entry.models)
+                    .map(|(&t, m)| network("fine_pruned", Some(t), dir.join(m))),
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the defense on the run `config` describes (the tables of `pipeline.toml` as JSON;
+/// relative paths against the current folder) as `make all` does on user data, skipping
+/// stages whose outputs are current; `code` (this module's file) counts as every stage's code. Returns, as
+/// JSON, the stages run, the evaluate summary's rows and the derived networks.
+#[pyfunction]
+#[pyo3(signature = (config, code, progress=None, on_stage=None))]
+fn defend(
+    py: Python,
+    config: &str,
+    code: PathBuf,
+    progress: Option<PyObject>,
+    on_stage: Option<PyObject>,
+) -> PyResult<String> {
+    let source = Path::new("fineprune.defend");
+    let usage = |m: String| PyValueError::new_err(format!("{}: {m}", source.display()));
+    let table: toml::Table = serde_json::from_str(config).map_err(|e| usage(e.to_string()))?;
+    let text = toml::to_string(&table).map_err(|e| usage(e.to_string()))?;
+    let config = Config::parse(&text, source).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let callback = Callback {
+        callback: progress,
+        state: Mutex::new((String::new(), 0, 0, 0)),
+        raised: Mutex::new(None),
+    };
+    let announce = |stage: Stage| {
+        if let Some(f) = &on_stage {
+            Python::with_gil(|py| {
+                if let Err(e) = f.call1(py, (stage.name(),)) {
+                    callback.raised.lock().expect("lock").get_or_insert(e);
+                }
+            });
+        }
+    };
+    let ran = py
+        .allow_threads(|| pipeline::run::run_all(&config, true, Some(&code), &callback, &announce))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if let Some(e) = callback.raised.lock().expect("lock").take() {
+        return Err(e);
+    }
+    let work = WorkPaths::new(&config.work.dir);
+    let error = |e: defense::Error| PyValueError::new_err(e.to_string());
+    let summary = Summary::read(&work.eval_summary()).map_err(error)?;
+    let result = serde_json::json!({
+        "stages_run": ran.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "summary": summary.rows,
+        "backdoored": work.model(),
+        "networks": derived(&work).map_err(error)?,
+        "reports": config.work.reports,
+    });
+    Ok(result.to_string())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(defend, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_class::<Pair>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -40,6 +40,20 @@ pub struct ReportFiles {
     pub output_dir: PathBuf,
 }
 
+impl ReportFiles {
+    /// The files make gives the stage for the run `config` in the work folder `work`.
+    pub fn in_work(config: &formats::config::Config, work: &formats::paths::WorkPaths) -> Self {
+        use formats::paths::{Stage, EVAL_TARGETS, SCAN_SUMMARY};
+        Self {
+            sweep: work.eval_sweep(),
+            summary: work.eval_summary(),
+            targets: work.stage(Stage::Evaluate).join(EVAL_TARGETS),
+            scan: work.stage(Stage::Scan).join(SCAN_SUMMARY),
+            output_dir: config.work.reports.clone(),
+        }
+    }
+}
+
 /// The files the report stage wrote.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReportSummary {

@@ -32,17 +32,17 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("report", |args: Args, config, work| {
-        let summary = args.summary.unwrap_or_else(|| work.eval_summary());
+        let d = ReportFiles::in_work(&config, &work);
+        let summary = args.summary.unwrap_or(d.summary);
         let files = ReportFiles {
-            sweep: args.sweep.unwrap_or_else(|| work.eval_sweep()),
+            sweep: args.sweep.unwrap_or(d.sweep),
+            // Beside the summary it is given.
             targets: args
                 .targets
                 .unwrap_or_else(|| summary.with_file_name(paths::EVAL_TARGETS)),
             summary,
-            scan: args
-                .scan
-                .unwrap_or_else(|| work.stage(paths::Stage::Scan).join(paths::SCAN_SUMMARY)),
-            output_dir: args.output_dir.unwrap_or(config.work.reports),
+            scan: args.scan.unwrap_or(d.scan),
+            output_dir: args.output_dir.unwrap_or(d.output_dir),
         };
         Ok(render::run(&files)?)
     })

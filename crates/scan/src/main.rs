@@ -9,7 +9,6 @@ use cli::progress::Bars;
 use cli::ModelArgs;
 use defense::config::ScanConfig;
 use defense::scan::{run, ScanFiles};
-use formats::paths::{Split, Stage};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -35,14 +34,13 @@ cli::use_allocator!();
 
 fn main() -> std::process::ExitCode {
     cli::stage("scan", |args: Args, config, work| {
+        let d = ScanFiles::in_work(&work);
         let files = ScanFiles {
-            model: args.model.path(&work),
-            valid: args.input.unwrap_or_else(|| work.dataset(Split::Valid)),
-            prune_sweep: args.prune_sweep.unwrap_or_else(|| work.prune_sweep()),
-            finetune_dir: args
-                .finetune_dir
-                .unwrap_or_else(|| work.stage(Stage::Finetune)),
-            output_dir: args.output_dir.unwrap_or_else(|| work.stage(Stage::Scan)),
+            model: args.model.or(d.model),
+            valid: args.input.unwrap_or(d.valid),
+            prune_sweep: args.prune_sweep.unwrap_or(d.prune_sweep),
+            finetune_dir: args.finetune_dir.unwrap_or(d.finetune_dir),
+            output_dir: args.output_dir.unwrap_or(d.output_dir),
         };
         Ok(run(&files, &config.table::<ScanConfig>()?, &Bars::new())?)
     })

@@ -6,7 +6,6 @@
 use badnets::{run, SynthConfig, SynthFiles};
 use clap::Parser;
 use cli::progress::Bars;
-use formats::paths::Stage;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -22,14 +21,7 @@ fn main() -> std::process::ExitCode {
             sc.identities,
             sc.describe()
         );
-        let files = SynthFiles {
-            valid: config.data.valid,
-            test: config.data.test,
-            poisoned_test: config.data.poisoned_test,
-            weights: config.model.weights,
-            input_scale: config.model.input_scale,
-            work_dir: work.stage(Stage::Synth),
-        };
+        let files = SynthFiles::in_work(&config, &work);
         Ok(run(&files, &sc, &Bars::new())?)
     })
 }
