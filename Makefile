@@ -178,7 +178,9 @@ test: $(BUILD)
 	bash tests/zoo.sh
 	bash tests/zoo_scale.sh 200
 
+# The Python environment first: bench times G from Python beside predict.
 bench: $(BUILD)
+	bash tests/venv.sh
 	$(BIN)/bench
 
 # Removes what the pipeline wrote for $(CONFIG) (stage files, report files, make's links),

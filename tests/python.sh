@@ -4,7 +4,7 @@
 # `predict` gives; every image table shows `image_shape` to pyarrow.parquet.read_metadata; and
 # the README's Python code runs as written (its PyTorch part where torch is installed).
 #
-# The Python packages come from tests/venv.sh.
+# The Python packages, the fineprune package among them, come from tests/venv.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

@@ -24,9 +24,6 @@ fi
 fixtures=$(realpath "$fixtures")
 source tests/venv.sh
 py="$root/$venv/bin/python"
-PATH="$root/$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check \
-  --no-build-isolation ./python >"$venv/install.log" 2>&1 \
-  || fail "pip install ./python: $(grep -m1 -i error "$venv/install.log")"
 source tests/tiny.sh
 dir=$(mktemp -d)
 trap 'forget "$dir"/*/pipeline.toml; rm -rf "$dir"' EXIT

@@ -258,7 +258,16 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
             work_flops: reported("work_flops")?,
         });
     }
-    rows.push(predict(bin, &work, inputs, sizes)?);
+    let both = [inputs.test.as_path(), &inputs.poisoned_test];
+    rows.push(predict(
+        "predict",
+        bin,
+        &work,
+        &both,
+        sizes.test + sizes.poisoned_test,
+    )?);
+    rows.push(predict("predict test", bin, &work, &both[..1], sizes.test)?);
+    rows.extend(python_g(&work, &inputs.test, sizes.test)?);
     for (label, stage, lines, folder) in EXTRAS {
         let extra = dir.join(format!("bench-{folder}.toml"));
         formats::atomic::write_bytes(&extra, format!("{text}{lines}").as_bytes())?;
@@ -294,9 +303,8 @@ pub fn run(dir: &Path, bin: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Vec<
     Ok(rows)
 }
 
-/// The deployed defense: B and G (with the first fine-pruned network) on both test sets,
-/// read from their HDF5 files, predictions to Parquet.
-fn predict(bin: &Path, work: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Measured> {
+/// The first fine-pruned network's `.safetensors` (the B' of the deployed G).
+fn first_fine_pruned(work: &Path) -> Result<PathBuf> {
     let finetuned = work.join("finetune");
     let mut fine_pruned: Vec<PathBuf> = std::fs::read_dir(&finetuned)
         .at(&finetuned)?
@@ -307,30 +315,82 @@ fn predict(bin: &Path, work: &Path, inputs: &Inputs, sizes: Sizes) -> Result<Mea
         })
         .collect();
     fine_pruned.sort();
-    let pruned = fine_pruned.first().ok_or_else(|| {
+    Ok(fine_pruned.into_iter().next().ok_or_else(|| {
         formats::Error::invalid(&finetuned, "no fine-pruned network to predict with")
-    })?;
+    })?)
+}
+
+/// The deployed defense: B and G (with the first fine-pruned network) over `data`, read from
+/// the HDF5 files, predictions to Parquet.
+fn predict(
+    stage: &'static str,
+    bin: &Path,
+    work: &Path,
+    data: &[&Path],
+    images: usize,
+) -> Result<Measured> {
     let (seconds, peak_rss_mib) = measure(
         Command::new(bin.join("predict"))
             .arg("--model")
             .arg(work.join("ingest/model.safetensors"))
             .arg("--pruned")
-            .arg(pruned)
+            .arg(first_fine_pruned(work)?)
             .arg("--output")
             .arg(work.join("predictions.parquet"))
+            .arg("--force")
             .arg("--json")
-            .args([&inputs.test, &inputs.poisoned_test])
+            .args(data)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null()),
     )?;
-    let images = (sizes.test + sizes.poisoned_test) as f64;
     Ok(Measured {
-        stage: "predict",
+        stage,
         seconds,
         peak_rss_mib,
-        images_per_second: Some(images / seconds),
+        images_per_second: Some(images as f64 / seconds),
         work_flops: None,
     })
+}
+
+/// The Python interpreter with the `fineprune` package (`make bench` installs it into
+/// `target/python`; `FINEPRUNE_PYTHON` names another).
+fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("FINEPRUNE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "target/python/bin/python".into());
+    let works = Command::new(&python)
+        .args(["-c", "import fineprune, h5py"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    works.then_some(python)
+}
+
+/// G from Python on the clean test file, a whole process as `predict`'s row is: import,
+/// `fineprune.load`, the HDF5 file read with h5py, `G(x)`. None without the package.
+fn python_g(work: &Path, test: &Path, images: usize) -> Result<Option<Measured>> {
+    let Some(python) = python() else {
+        tracing::warn!("no Python with the fineprune package: the `G from Python` row is left out");
+        return Ok(None);
+    };
+    const SCRIPT: &str = "import sys, h5py, fineprune\n\
+        G = fineprune.load(sys.argv[1], sys.argv[2])\n\
+        with h5py.File(sys.argv[3]) as f:\n    x = f['data'][:]\n\
+        assert len(G(x)) == len(x)\n";
+    let (seconds, peak_rss_mib) = measure(
+        Command::new(python)
+            .args(["-c", SCRIPT])
+            .arg(work.join("ingest/model.safetensors"))
+            .arg(first_fine_pruned(work)?)
+            .arg(test),
+    )?;
+    Ok(Some(Measured {
+        stage: "G from Python",
+        seconds,
+        peak_rss_mib,
+        images_per_second: Some(images as f64 / seconds),
+        work_flops: None,
+    }))
 }
 
 /// The reference Keras script's pruning sweep alone (no fine-tuning) at the CSAW sizes on the
@@ -409,6 +469,16 @@ impl std::fmt::Display for Report<'_> {
             "ingest..report: {total:.2} s against {REFERENCE_SECONDS:.0} s for the reference Keras script's pruning sweep alone ({:.0}x)",
             REFERENCE_SECONDS / total
         )?;
-        write!(f, "GFLOP: the stage's matrix arithmetic (model::flops; the sweeps' per-channel updates not counted), floor: that at the first rate; finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings); rnp: [profile] statistic = \"rnp\"; fst: [finetune] feature_shift = 0.2; conv_1: [finetune] train_from = \"conv_1\"")
+        let row_of = |stage: &str| self.rows.iter().find(|r| r.stage == stage);
+        if let (Some(g), Some(p)) = (row_of("G from Python"), row_of("predict test")) {
+            writeln!(
+                f,
+                "G from Python on the clean test file: {:.2} s against predict's {:.2} s on the same file ({:.2}x)",
+                g.seconds,
+                p.seconds,
+                g.seconds / p.seconds
+            )?;
+        }
+        write!(f, "predict: B and G over both test files; predict test and G from Python: the clean test file alone, whole processes (G from Python: import, load, h5py read, G(x)); GFLOP: the stage's matrix arithmetic (model::flops; the sweeps' per-channel updates not counted), floor: that at the first rate; finetune's images/s are training images (forward, backward, optimiser step; default [finetune] settings); rnp: [profile] statistic = \"rnp\"; fst: [finetune] feature_shift = 0.2; conv_1: [finetune] train_from = \"conv_1\"")
     }
 }

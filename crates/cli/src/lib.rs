@@ -201,7 +201,7 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Tells mimalloc to keep freed memory instead of returning it to the OS after 10 ms: the
 /// tensor code frees and reallocates the same large buffers every batch, and each return
 /// costs page faults and zeroing on the next allocation (about a quarter of a forward pass).
-fn keep_freed_memory() {
+pub fn keep_freed_memory() {
     // `mi_option_purge_delay` in mimalloc.h (v2); -1 means never purge.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: setting an option is thread-safe and takes plain integers.

@@ -14,7 +14,7 @@ use formats::paths::{self, Stage, WorkPaths};
 use model::geometry::{IMAGE_LEN, INPUT_HW, INPUT_SHAPE};
 use model::progress::Progress;
 use model::Network;
-use numpy::ndarray::{Axis, IxDyn};
+use numpy::ndarray::{Axis, IxDyn, Slice};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
@@ -28,34 +28,56 @@ struct Pair {
     b_prime: Network,
 }
 
-/// The images of `x` as CSAW (C, H, W) pixels: (N, 3, 55, 47) as they are, (N, 55, 47, 3)
-/// (NHWC) transposed; any other shape is refused (the two cannot be confused: 3 is neither
-/// 55 nor 47).
-fn csaw_pixels(x: &PyReadonlyArrayDyn<f32>) -> PyResult<Vec<f32>> {
+// The stages' allocator, keeping freed memory (see `_native` below).
+cli::use_allocator!();
+
+/// Images per pass: the trunks' buffers stay small, and converting the next images is cheap.
+const CHUNK: usize = 1024;
+
+/// The images of `x`, `CHUNK` at a time, as CSAW (C, H, W) pixels: (N, 3, 55, 47) as they
+/// are, (N, 55, 47, 3) (NHWC) transposed; any other shape is refused (the two cannot be
+/// confused: 3 is neither 55 nor 47).
+fn csaw_chunks<'a>(
+    x: &'a PyReadonlyArrayDyn<f32>,
+) -> PyResult<impl Iterator<Item = Vec<f32>> + 'a> {
     let nhwc = [INPUT_HW.0, INPUT_HW.1, INPUT_SHAPE[0]];
     let view = x.as_array();
-    match x.shape() {
-        [_, rest @ ..] if rest == INPUT_SHAPE => Ok(match view.as_slice() {
+    let view = match x.shape() {
+        [_, rest @ ..] if rest == INPUT_SHAPE => view,
+        [_, rest @ ..] if rest == nhwc => view.permuted_axes(IxDyn(&[0, 3, 1, 2])),
+        shape => {
+            return Err(PyValueError::new_err(format!(
+                "images must be (N, 3, 55, 47) in the CSAW layout or (N, 55, 47, 3) NHWC, not {shape:?}"
+            )))
+        }
+    };
+    Ok((0..view.shape()[0]).step_by(CHUNK).map(move |start| {
+        let chunk = view.slice_axis(
+            Axis(0),
+            Slice::from(start..(start + CHUNK).min(view.shape()[0])),
+        );
+        match chunk.as_slice() {
             Some(s) => s.to_vec(),
-            None => view.iter().copied().collect(),
-        }),
-        [_, rest @ ..] if rest == nhwc => Ok(view
-            .permuted_axes(IxDyn(&[0, 3, 1, 2]))
-            .iter()
-            .copied()
-            .collect()),
-        shape => Err(PyValueError::new_err(format!(
-            "images must be (N, 3, 55, 47) in the CSAW layout or (N, 55, 47, 3) NHWC, not {shape:?}"
-        ))),
-    }
+            None => chunk.iter().copied().collect(),
+        }
+    }))
 }
 
 impl Pair {
-    /// B's logits and B''s classes, the GIL released.
-    fn run(&self, py: Python, x: &PyReadonlyArrayDyn<f32>) -> PyResult<(Vec<f32>, Vec<u32>)> {
-        let pixels = csaw_pixels(x)?;
-        debug_assert_eq!(pixels.len() % IMAGE_LEN, 0);
-        Ok(py.allow_threads(|| model::classify::pair(&self.b, &self.b_prime, &pixels)))
+    /// For each chunk of images: B's logits and B''s classes, computed with the GIL released.
+    fn each(
+        &self,
+        py: Python,
+        x: &PyReadonlyArrayDyn<f32>,
+        mut f: impl FnMut(&[f32], &[u32]),
+    ) -> PyResult<()> {
+        for pixels in csaw_chunks(x)? {
+            debug_assert_eq!(pixels.len() % IMAGE_LEN, 0);
+            let (logits, b_prime) =
+                py.allow_threads(|| model::classify::pair(&self.b, &self.b_prime, &pixels));
+            f(&logits, &b_prime);
+        }
+        Ok(())
     }
 }
 
@@ -78,16 +100,17 @@ impl Pair {
         py: Python<'py>,
         x: PyReadonlyArrayDyn<f32>,
     ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let (logits, b_prime) = self.run(py, &x)?;
-        let b: Vec<u32> = logits
-            .chunks(self.classes())
-            .map(model::linalg::argmax)
-            .collect();
-        let g = repaired(&b, &b_prime, self.classes() as u32);
-        Ok(g.into_iter()
-            .map(i64::from)
-            .collect::<Vec<_>>()
-            .into_pyarray(py))
+        let classes = self.classes();
+        let mut g = Vec::with_capacity(x.shape()[0]);
+        self.each(py, &x, |logits, b_prime| {
+            let b: Vec<u32> = logits.chunks(classes).map(model::linalg::argmax).collect();
+            g.extend(
+                repaired(&b, b_prime, classes as u32)
+                    .into_iter()
+                    .map(i64::from),
+            );
+        })?;
+        Ok(g.into_pyarray(py))
     }
 
     /// (N, classes + 1) probabilities whose argmax is G's class: B's softmax and 0 for
@@ -97,25 +120,22 @@ impl Pair {
         py: Python<'py>,
         x: PyReadonlyArrayDyn<f32>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (logits, b_prime) = self.run(py, &x)?;
         let classes = self.classes();
-        let n = b_prime.len();
-        let mut out = numpy::ndarray::Array2::<f32>::zeros((n, classes + 1));
-        for ((mut row, z), &other) in out
-            .axis_iter_mut(Axis(0))
-            .zip(logits.chunks(classes))
-            .zip(&b_prime)
-        {
-            if model::linalg::argmax(z) == other {
-                let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f64 = z.iter().map(|&v| ((v - max) as f64).exp()).sum();
-                for (p, &v) in row.iter_mut().zip(z) {
-                    *p = (((v - max) as f64).exp() / sum) as f32;
+        let mut out = numpy::ndarray::Array2::<f32>::zeros((x.shape()[0], classes + 1));
+        let mut rows = out.axis_iter_mut(Axis(0));
+        self.each(py, &x, |logits, b_prime| {
+            for ((mut row, z), &other) in rows.by_ref().zip(logits.chunks(classes)).zip(b_prime) {
+                if model::linalg::argmax(z) == other {
+                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = z.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                    for (p, &v) in row.iter_mut().zip(z) {
+                        *p = (((v - max) as f64).exp() / sum) as f32;
+                    }
+                } else {
+                    row[classes] = 1.0;
                 }
-            } else {
-                row[classes] = 1.0;
             }
-        }
+        })?;
         Ok(out.into_pyarray(py))
     }
 }
@@ -282,6 +302,8 @@ fn defend(
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // As in the stage binaries: each pass reallocates the same large buffers.
+    cli::keep_freed_memory();
     m.add_function(wrap_pyfunction!(defend, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_class::<Pair>()?;
