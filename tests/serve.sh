@@ -145,6 +145,7 @@ assert result.network(4).name == "bd_net_fineprune_4_percent_threshold.safetenso
 assert result.network(None).name == "bd_net_finetuned.safetensors"
 assert result.network(2, fine_pruned=False).name == "bd_net_prime_2_percent_threshold.safetensors"
 for bad, error, words in [
+    (lambda: fineprune.load(str(result.backdoored), str(result.backdoored)), ValueError, "b_prime_path is the same file as b_path"),
     (lambda: fineprune.defend("models/none.h5", *inputs[1:]), FileNotFoundError, "models/none.h5"),
     (lambda: fineprune.defend(*inputs, work_dir="defended", finetune={"stpes": 3}), ValueError, "stpes"),
     (lambda: fineprune.defend(*inputs[:2]), ValueError, "test and poisoned_test"),

@@ -94,14 +94,17 @@ pub fn load_model(path: &Path, input_scale: f64) -> Result<DeepIdWeights> {
 
 /// B and B' for G(B, B'), from safetensors or Keras files (`input_scale` for Keras ones),
 /// checked to stand together ([`check_pair`]).
+/// `names`: what the caller calls the two (`--model` and `--pruned` on the command line), for
+/// the errors.
 pub fn load_pair(
     model_path: &Path,
     pruned_path: &Path,
     input_scale: f64,
+    names: [&str; 2],
 ) -> Result<(DeepIdWeights, DeepIdWeights)> {
     let model = load_model(model_path, input_scale)?;
     let pruned = load_model(pruned_path, input_scale)?;
-    check_pair(model_path, pruned_path, &model, &pruned)?;
+    check_pair([model_path, pruned_path], &model, &pruned, names)?;
     Ok((model, pruned))
 }
 
@@ -110,24 +113,24 @@ pub fn load_pair(
 /// A network with no pruning record (a Keras file from elsewhere) is taken on trust unless it
 /// is B itself.
 fn check_pair(
-    model_path: &Path,
-    path: &Path,
+    [model_path, path]: [&Path; 2],
     model: &DeepIdWeights,
     pruned: &DeepIdWeights,
+    [b, b_prime]: [&str; 2],
 ) -> Result<()> {
     let usage = |path: &Path, what: String| {
-        let why = "the pruned network must be a network derived from --model";
+        let why = format!("the pruned network must be a network derived from {b}");
         Error::config(path, format!("{what}; {why}"))
     };
     if files::same_file(path, model_path) {
-        return Err(usage(path, "--pruned is the same file as --model".into()));
+        return Err(usage(path, format!("{b_prime} is the same file as {b}")));
     }
     if let Some(p) = &model.provenance.pruned {
         return Err(usage(
             model_path,
             format!(
-                "--model is itself a pruned network (derived from network {}), not the \
-                 backdoored network B (are --model and --pruned swapped?)",
+                "{b} is itself a pruned network (derived from network {}), not the \
+                 backdoored network B (are {b} and {b_prime} swapped?)",
                 p.backdoored
             ),
         ));
@@ -138,7 +141,7 @@ fn check_pair(
     let why = match &pruned.provenance.pruned {
         Some(p) => crate::models::other_parent(p, model),
         None => (pruned.fingerprint() == model.fingerprint())
-            .then(|| "--pruned holds the same network as --model, not one derived from it".into()),
+            .then(|| format!("{b_prime} holds the same network as {b}, not one derived from it")),
     };
     why.map_or(Ok(()), |why| Err(usage(path, why)))
 }
@@ -269,7 +272,12 @@ pub fn run(
 ) -> Result<(Vec<Prediction>, PredictSummary)> {
     let (model, pruned) = match &files.pruned {
         Some(path) => {
-            let (b, p) = load_pair(&files.model, path, files.input_scale)?;
+            let (b, p) = load_pair(
+                &files.model,
+                path,
+                files.input_scale,
+                ["--model", "--pruned"],
+            )?;
             (b, Some(p))
         }
         None => (load_model(&files.model, files.input_scale)?, None),

@@ -157,8 +157,13 @@ fn exists(path: &Path) -> PyResult<()> {
 fn load(b_path: PathBuf, b_prime_path: PathBuf, input_scale: f64) -> PyResult<Pair> {
     exists(&b_path)?;
     exists(&b_prime_path)?;
-    let (b, b_prime) = load_pair(&b_path, &b_prime_path, input_scale)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let (b, b_prime) = load_pair(
+        &b_path,
+        &b_prime_path,
+        input_scale,
+        ["b_path", "b_prime_path"],
+    )
+    .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(Pair {
         b: Network::new(&b),
         b_prime: Network::new(&b_prime),
